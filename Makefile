@@ -1,0 +1,50 @@
+# housing-mlops: `make demo` runs the whole pipeline locally, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+# The real dataset, when this checkout sits beside the shared data (never copied into the repo).
+HOUSING_CSV ?= $(wildcard $(CURDIR)/../shared/data/housing.csv)
+export HOUSING_CSV
+
+.PHONY: help venv lock demo down test test-py lint bench
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/housing-mlops: requirements.lock hooks/pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e hooks
+	touch $@
+
+venv: $(BIN)/housing-mlops ## create .venv from the lock file
+
+lock: ## recompile requirements.lock from requirements.in
+	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 -o requirements.lock
+
+demo: venv ## run the whole pipeline locally, leave the stack running
+	$(BIN)/python -m housing_mlops.demo
+
+down: venv ## stop the local stack
+	$(BIN)/housing-mlops local down
+
+# mk/*.mk add what their tests need (e.g. `TEST_DEPS += tools`).
+TEST_DEPS := venv
+
+test: ## every test (pytest over tests/, then lint)
+	$(MAKE) $(TEST_DEPS)
+	$(BIN)/pytest tests
+	$(MAKE) lint
+
+test-py: venv ## only the Python pipeline tests
+	$(BIN)/pytest tests/python
+
+lint: venv
+	$(BIN)/ruff check hooks tests bench
+	$(BIN)/ruff format --check hooks tests bench
+
+-include mk/*.mk

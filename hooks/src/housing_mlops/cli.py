@@ -1,0 +1,362 @@
+"""The `housing-mlops` command line. Every flag has an environment-variable twin (containers set env)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GateRejected, HousingError
+
+log = logging.getLogger("housing_mlops")
+
+DEFAULT_MODEL = "housing-model"
+
+
+class Command(click.Command):
+    """A command that, under `--validate-only`, prints its parsed options instead of running."""
+
+    def invoke(self, ctx: click.Context):
+        if ctx.find_root().params.get("validate_only"):
+            click.echo(json.dumps({"command": ctx.command_path, "params": ctx.params}, default=str, sort_keys=True))
+            return None
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    command_class = Command
+
+
+Group.group_class = Group
+
+
+def tracking_option(f):
+    return click.option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True, help="MLflow tracking server URL."
+    )(f)
+
+
+def model_option(f):
+    return click.option(
+        "--model-name", envvar="HOUSING_MODEL_NAME", default=DEFAULT_MODEL, show_default=True, help="Registered model."
+    )(f)
+
+
+def alias_option(f):
+    return click.option("--alias", envvar="HOUSING_ALIAS", default="production", show_default=True)(f)
+
+
+def wait_option(default: float):
+    return click.option(
+        "--wait-timeout",
+        envvar="HOUSING_WAIT_TIMEOUT",
+        type=click.FloatRange(min=0),
+        default=default,
+        show_default=True,
+        help="Seconds to wait (with backoff) for services / the alias before giving up.",
+    )
+
+
+def isvc_options(f):
+    f = click.option("--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace.")(f)
+    return click.option(
+        "--isvc-name", envvar="HOUSING_ISVC_NAME", help="InferenceService to roll out after the alias moves."
+    )(f)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--validate-only", is_flag=True, envvar="HOUSING_VALIDATE_ONLY", help="Parse, print options, exit.")
+@click.option("-v", "--verbose", is_flag=True, envvar="HOUSING_VERBOSE")
+@click.version_option(package_name="housing-mlops")
+def cli(validate_only: bool, verbose: bool) -> None:
+    """From versioned data to a promoted, served model: the jobs of the housing-mlops chart."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # unreadable in kubectl logs
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("urllib3", "botocore", "mlflow", "alembic", "git", "dvc", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@cli.command()
+@tracking_option
+@model_option
+@click.option("--experiment", envvar="HOUSING_EXPERIMENT", default="housing")
+@click.option("--repo", envvar="HOUSING_DVC_REPO", type=click.Path(path_type=Path), default=Path("."),
+              help="Folder with .dvc/config and the .dvc files.")
+@click.option("--git-url", envvar="HOUSING_GIT_URL", help="Clone this repository instead of using --repo.")
+@click.option("--git-rev", envvar="HOUSING_GIT_REV", help="Branch or tag to clone / record as the code revision.")
+@click.option("--data", "target", envvar="HOUSING_DATA", default="data/housing.csv", help="DVC-tracked file.")
+@click.option("--dvc-remote-url", envvar="HOUSING_DVC_REMOTE_URL", help="Override the DVC remote URL.")
+@click.option("--no-pull", type=click.Path(path_type=Path, dir_okay=False), envvar="HOUSING_NO_PULL",
+              help="Train on this local CSV instead of dvc pull (experiments only; recorded as such).")
+@click.option("--trigger", envvar="HOUSING_TRIGGER", default="manual", help="What started this run (tag).")
+@click.option("--test-size", envvar="HOUSING_TEST_SIZE", type=click.FloatRange(0.05, 0.5), default=0.2)
+@click.option("--random-state", envvar="HOUSING_RANDOM_STATE", type=int, default=42)
+@click.option("--max-iter", envvar="HOUSING_MAX_ITER", type=click.IntRange(min=1), default=200)
+@click.option("--learning-rate", envvar="HOUSING_LEARNING_RATE", type=click.FloatRange(0, 1, min_open=True),
+              default=0.1)
+@click.option("--max-depth", envvar="HOUSING_MAX_DEPTH", type=click.IntRange(min=0), default=8,
+              help="0 = unlimited.")
+@wait_option(120)
+def train(tracking_uri, model_name, experiment, repo, git_url, git_rev, target, dvc_remote_url, no_pull, trigger,
+          test_size, random_state, max_iter, learning_rate, max_depth, wait_timeout) -> None:
+    """dvc pull the dataset, fit, log the run and register a model version."""
+    from .train import TrainParams
+    from .train import train as run
+
+    params = TrainParams(test_size, random_state, max_iter, learning_rate, max_depth or None)
+    result = run(
+        tracking_uri=tracking_uri, model_name=model_name, experiment=experiment, repo=repo, target=target,
+        remote_url=dvc_remote_url, git_url=git_url, git_rev=git_rev, trigger=trigger, params=params,
+        wait_timeout=wait_timeout, local_csv=no_pull,
+    )
+    click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
+
+
+@cli.command()
+@tracking_option
+@model_option
+@alias_option
+@click.option("--version", envvar="HOUSING_MODEL_VERSION", help="Candidate version (default: latest).")
+@click.option("--trigger", envvar="HOUSING_TRIGGER", help="Candidate = the version whose trigger tag matches.")
+@click.option("--metric", envvar="HOUSING_GATE_METRIC", default="rmse")
+@click.option("--direction", envvar="HOUSING_GATE_DIRECTION", type=click.Choice(["minimize", "maximize"]),
+              default="minimize")
+@click.option("--max-regression-pct", envvar="HOUSING_GATE_MAX_REGRESSION_PCT", type=click.FloatRange(min=0),
+              default=0.0, help="How much worse than the champion the candidate may be, in %.")
+@click.option("--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric.")
+@wait_option(120)
+@isvc_options
+def promote(tracking_uri, model_name, alias, version, trigger, metric, direction, max_regression_pct, threshold,
+            wait_timeout, isvc_name, isvc_namespace) -> None:
+    """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 1 error)."""
+    from . import registry
+    from .promote import Gate
+    from .promote import promote as run
+
+    if version and trigger:
+        raise click.UsageError("give --version or --trigger, not both")
+    gate = Gate(metric, direction, max_regression_pct, threshold)
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    outcome, promoted = run(
+        name=model_name, alias=alias, version=version, trigger=trigger, gate=gate, wait_timeout=wait_timeout
+    )
+    _rollout(model_name, promoted, isvc_name, isvc_namespace)
+    click.echo(f"{outcome}: {model_name} version {promoted} is @{alias}")
+
+
+@cli.command()
+@tracking_option
+@model_option
+@alias_option
+@wait_option(60)
+@isvc_options
+def rollback(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace) -> None:
+    """Put the alias back on the previous champion."""
+    from . import registry
+    from .promote import rollback as run
+
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    old, new = run(name=model_name, alias=alias)
+    _rollout(model_name, new, isvc_name, isvc_namespace)
+    click.echo(f"rolled back: {model_name}@{alias} version {old} -> {new}")
+
+
+def _rollout(name: str, version: str, isvc_name: str | None, isvc_namespace: str | None) -> None:
+    if not isvc_name:
+        return
+    from . import kube, registry
+
+    kube.rollout(isvc_name, isvc_namespace, version, registry.physical_uri(name, version))
+
+
+@cli.command()
+@tracking_option
+@model_option
+@click.option("--alias", envvar="HOUSING_ALIAS", help="e.g. production")
+@click.option("--version", envvar="HOUSING_MODEL_VERSION")
+@wait_option(30)
+def resolve(tracking_uri, model_name, alias, version, wait_timeout) -> None:
+    """Print the physical s3:// URI of an alias or version (only the URI, on stdout)."""
+    from . import registry
+    from .resolve import resolve as run
+
+    if bool(alias) == bool(version):
+        raise click.UsageError("give exactly one of --alias or --version")
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    found, uri = run(model_name, alias, version)
+    log.info("%s %s -> version %s", model_name, f"@{alias}" if alias else f"v{version}", found)
+    click.echo(uri)
+
+
+@cli.command("fetch-model")
+@click.argument("uri")
+@click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="Needed for mlflow:// URIs.")
+@wait_option(600)
+def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
+    """Download a model folder (MLmodel at DEST's root): KServe's storage-initializer contract."""
+    from .fetch import fetch
+
+    s3_uri, version = fetch(uri, dest, tracking_uri, wait_timeout)
+    click.echo(f"fetched {uri} -> {s3_uri} -> {dest}")
+
+
+@cli.command()
+@click.option("--url", envvar="HOUSING_INFER_URL", required=True, help="Base URL of the V2 server.")
+@model_option
+@click.option("--min-price", envvar="HOUSING_MIN_PRICE", type=float, default=14_999.0)
+@click.option("--max-price", envvar="HOUSING_MAX_PRICE", type=float, default=1_000_000.0)
+@click.option("--timeout", envvar="HOUSING_TIMEOUT", type=click.FloatRange(min=0.1), default=30.0)
+@wait_option(60)
+def infer(url, model_name, min_price, max_price, timeout, wait_timeout) -> None:
+    """Send the canonical V2 request; fail unless the answer is a sane price."""
+    from .infer import infer as run
+    from .infer import pretty, wait_ready
+
+    wait_ready(url, model_name, wait_timeout)
+    price, body = run(url, model_name, min_price, max_price, timeout)
+    click.echo(pretty(body))
+    click.echo(f"price: {price:,.0f}")
+
+
+@cli.command()
+@tracking_option
+@model_option
+@alias_option
+@wait_option(60)
+def check(tracking_uri, model_name, alias, wait_timeout) -> None:
+    """MLflow is healthy and the alias exists."""
+    from .infer import check as run
+
+    click.echo(run(tracking_uri, model_name, alias, wait_timeout))
+
+
+@cli.command("predict-batch")
+@click.argument("csv", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True)
+@click.option("--model-uri", envvar="HOUSING_MODEL_URI", default=f"models:/{DEFAULT_MODEL}@production")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout.")
+@wait_option(60)
+def predict_batch(csv, tracking_uri, model_uri, out, wait_timeout) -> None:
+    """Predict every row of CSV; write JSON."""
+    from . import registry
+    from .batch import predict_batch as run
+    from .batch import write_json
+
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    rows = run(csv, model_uri)
+    write_json(rows, out)
+    log.info("predicted %d rows with %s", len(rows), model_uri)
+
+
+@cli.group(cls=Group)
+def data() -> None:
+    """The DVC-tracked dataset."""
+
+
+@data.command("push")
+@click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--repo", envvar="HOUSING_DVC_REPO", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--dvc-remote-url", envvar="HOUSING_DVC_REMOTE_URL")
+@click.option("--no-synthetic", is_flag=True, envvar="HOUSING_NO_SYNTHETIC", help="Fail instead of generating.")
+def data_push(path, repo, dvc_remote_url, no_synthetic) -> None:
+    """Seed the DVC remote: PATH, else $HOUSING_CSV, else the public source, else synthetic data."""
+    from .data import push
+
+    target, md5 = push(repo, path, dvc_remote_url, allow_synthetic=not no_synthetic)
+    click.echo(f"target={target} md5={md5}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(path_type=Path, file_okay=False))
+@model_option
+@click.option("--http-port", envvar="MLSERVER_HTTP_PORT", type=int, default=8080)
+@click.option("--grpc-port", envvar="MLSERVER_GRPC_PORT", type=int, default=8081)
+@click.option("--metrics-port", envvar="MLSERVER_METRICS_PORT", type=int, default=8082)
+def serve(model_dir, model_name, http_port, grpc_port, metrics_port) -> None:
+    """Run MLServer on MODEL_DIR as KServe's ServingRuntime does (foreground)."""
+    from .serve import argv, serving_env
+
+    env = {**os.environ, **serving_env(model_dir, model_name, http_port, grpc_port, metrics_port)}
+    os.execve(argv(model_dir)[0], argv(model_dir), env)
+
+
+@cli.group(cls=Group)
+def local() -> None:
+    """The local stack: embedded PostgreSQL, S3-compatible server, MLflow (state in .local/)."""
+
+
+@local.command("up")
+def local_up() -> None:
+    """Start what is not running (idempotent); print the environment for the jobs."""
+    from .local import LocalConfig, up
+
+    cfg = LocalConfig.from_env()
+    env = up(cfg)
+    click.echo("".join(f"export {k}={v}\n" for k, v in env.items()), nl=False)
+
+
+@local.command("down")
+def local_down() -> None:
+    """Stop only what `up` (or the demo) started; data stay in the state folder."""
+    from .local import LocalConfig, down
+
+    stopped = down(LocalConfig.from_env())
+    click.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+@local.command("status")
+def local_status() -> None:
+    """Which services answer."""
+    from .local import LocalConfig, status
+
+    report = status(LocalConfig.from_env())
+    for name, state in report.items():
+        click.echo(f"{name:<11} {state}")
+    if any(s.startswith("down") for s in report.values()):
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: expected failures are one line on stderr and a distinct exit code."""
+    try:
+        cli.main(args=argv, prog_name="housing-mlops", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except GateRejected as exc:
+        click.echo(f"rejected: {exc}", err=True)
+        return exc.exit_code
+    except HousingError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except subprocess.CalledProcessError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            click.echo(f"error: MLflow: {exc.message}", err=True)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

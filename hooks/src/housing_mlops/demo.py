@@ -1,0 +1,86 @@
+"""`make demo`: the whole pipeline on the local stack, through the same code the chart's jobs run.
+
+local up → data push → train (dvc pull) → promote (gate) → fetch-model → serve (MLServer) → infer.
+Leaves the stack and MLServer running; `make down` stops them. Timings go to .local/demo-timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import data, local
+from .cli import main as cli_main
+from .infer import wait_ready
+
+log = logging.getLogger("housing_mlops.demo")
+
+
+class Stages:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
+        print(f"\n==> housing-mlops {' '.join(argv)}", flush=True)
+        t = time.perf_counter()
+        code = cli_main(argv)
+        self.times[name] = round(time.perf_counter() - t, 2)
+        if code not in ok_codes:
+            raise SystemExit(f"demo: step {name!r} failed with exit code {code}")
+        return code
+
+
+def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> None:
+    local.stop(cfg, "mlserver")
+    logfile = (cfg.state_dir / "logs" / "mlserver.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("housing-mlops")), "serve", str(model_dir),
+            "--http-port", str(port), "--grpc-port", str(port + 1), "--metrics-port", str(port + 2),
+        ],
+        stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    local.register(cfg, "mlserver", proc.pid)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    stages = Stages()
+    cfg = local.LocalConfig.from_env()
+    port = int(os.environ.get("HOUSING_LOCAL_SERVE_PORT", 8080))
+    stages.run("local_up", ["local", "up"])
+    os.environ.update(cfg.client_env())
+
+    print("\n==> housing-mlops data push", flush=True)
+    t = time.perf_counter()
+    target, _md5 = data.push(Path("."), None, None)  # what `data push` runs; we need the target back
+    stages.times["data_push"] = round(time.perf_counter() - t, 2)
+    stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
+    # Exit 3 = the gate kept the current champion: the demo then serves that one.
+    gate = stages.run("promote", ["promote"], ok_codes=(0, 3))
+    model_dir = cfg.state_dir / "models" / "production"
+    stages.run("fetch_model", ["fetch-model", "mlflow://housing-model@production", str(model_dir)])
+    print("\n==> housing-mlops serve (MLServer, in the background)", flush=True)
+    t = time.perf_counter()
+    serve_in_background(cfg, model_dir, port)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, "housing-model", 180)
+    stages.times["serve"] = round(time.perf_counter() - t, 2)
+    stages.run("infer", ["infer", "--url", url])
+    total = round(time.perf_counter() - stages.started, 2)
+    timings = {"stages": stages.times, "time_to_first_prediction_s": total, "gate": "rejected" if gate == 3 else "ok"}
+    (cfg.state_dir / "demo-timings.json").write_text(json.dumps(timings, indent=2))
+    print(f"\nDone in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.times.items()))
+    print(f"MLflow UI:  {cfg.mlflow_url}")
+    print(f"V2 model:   {url}/v2/models/housing-model  (POST .../infer)")
+    print("Stop with:  make down")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""`housing-mlops fetch-model URI DEST`: the KServe storage-initializer contract for mlflow:// and s3://."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from . import registry
+from .errors import ConfigError, HousingError, NotFound
+
+log = logging.getLogger(__name__)
+
+MLFLOW_URI = re.compile(r"^mlflow://(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | None]:
+    """Map ``uri`` to (s3 uri, version or None), waiting up to ``wait_timeout`` s for a missing alias."""
+    if uri.startswith("s3://"):
+        return uri, None
+    match = MLFLOW_URI.match(uri)
+    if not match:
+        raise ConfigError(f"unsupported model URI {uri!r}: use mlflow://<model>@<alias>, mlflow://<model>/<version> or s3://…")
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    name, alias, version = match["name"], match["alias"], match["version"]
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        try:
+            found = registry.get_version(name, alias=alias, version=version)
+            return registry.physical_uri(name, str(found.version)), str(found.version)
+        except NotFound as exc:
+            # On first install the predictor starts before promotion has set the alias.
+            if not alias or time.monotonic() >= deadline:
+                raise NotFound(f"{exc} (waited {wait_timeout:g}s)" if alias else str(exc)) from exc
+            log.info("%s: waiting for the alias to be set", exc)
+            time.sleep(min(10.0, max(0.5, deadline - time.monotonic())))
+
+
+def fetch(uri: str, dest: Path, tracking_uri: str, wait_timeout: float) -> tuple[str, str | None]:
+    """Download the model folder so that DEST/MLmodel exists. Returns (s3 uri, version)."""
+    s3_uri, version = to_s3(uri, tracking_uri, wait_timeout)
+    import mlflow
+
+    dest.mkdir(parents=True, exist_ok=True)
+    # Download beside DEST, then move in: DEST never holds a half-written model.
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s3_uri, dst_path=tmp))
+        except Exception as exc:  # boto/mlflow raise many types; all mean "could not download"
+            raise HousingError(f"downloading {s3_uri} failed: {str(exc).splitlines()[0]}") from exc
+        root = next((p.parent for p in sorted(local.rglob("MLmodel"), key=lambda p: len(p.parts))), None)
+        if root is None:
+            raise NotFound(f"{s3_uri} holds no MLmodel: not an MLflow model")
+        for entry in dest.iterdir():
+            if entry.name != Path(tmp).name:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for entry in root.iterdir():
+            os.replace(entry, dest / entry.name)
+    log.info("fetched %s%s into %s", s3_uri, f" (version {version})" if version else "", dest)
+    return s3_uri, version

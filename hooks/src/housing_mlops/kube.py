@@ -1,0 +1,69 @@
+"""Just enough Kubernetes API to roll an InferenceService out: one merge-patch, in-cluster auth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import requests
+
+from .errors import ConfigError, HousingError, NotFound
+
+log = logging.getLogger(__name__)
+
+SA_DIR = Path(os.environ.get("HOUSING_SA_DIR", "/var/run/secrets/kubernetes.io/serviceaccount"))
+VERSION_ANNOTATION = "housing-mlops.io/model-version"
+
+
+def _api() -> tuple[str, dict[str, str], str | bool]:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    token_file = SA_DIR / "token"
+    if not host or not token_file.exists():
+        raise ConfigError("not running in a pod with a ServiceAccount token: cannot patch the InferenceService")
+    scheme = os.environ.get("HOUSING_KUBE_SCHEME", "https")
+    ca = SA_DIR / "ca.crt"
+    return (
+        f"{scheme}://{host}:{port}",
+        {"Authorization": f"Bearer {token_file.read_text().strip()}"},
+        str(ca) if ca.exists() else True,
+    )
+
+
+def namespace(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    ns_file = SA_DIR / "namespace"
+    if ns_file.exists():
+        return ns_file.read_text().strip()
+    raise ConfigError("no namespace: set --isvc-namespace or HOUSING_ISVC_NAMESPACE")
+
+
+def rollout(name: str, ns: str | None, model_version: str, uri: str) -> None:
+    """Annotate the predictor with the served version: KServe rolls the pods, re-fetching the alias.
+
+    The chart never renders this annotation, so `helm upgrade` neither reverts nor conflicts with it.
+    """
+    base, headers, verify = _api()
+    ns = namespace(ns)
+    url = f"{base}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
+    patch = {"spec": {"predictor": {"annotations": {VERSION_ANNOTATION: str(model_version)}}}}
+    try:
+        response = requests.patch(
+            url,
+            data=json.dumps(patch),
+            headers={**headers, "Content-Type": "application/merge-patch+json"},
+            verify=verify,
+            timeout=30,
+        )
+    except requests.RequestException as exc:
+        raise HousingError(f"patching InferenceService {ns}/{name} failed: {exc}") from exc
+    if response.status_code == 404:
+        raise NotFound(f"InferenceService {ns}/{name} not found")
+    if not response.ok:
+        raise HousingError(
+            f"patching InferenceService {ns}/{name} failed: {response.status_code} {response.text[:200]}"
+        )
+    log.info("InferenceService %s/%s now serves version %s (%s)", ns, name, model_version, uri)

@@ -1,0 +1,149 @@
+"""`housing-mlops promote` (quality gate, then the alias) and `housing-mlops rollback`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from . import registry
+from .errors import ConfigError, GateRejected, HousingError, NotFound
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEEP = 50
+
+
+@dataclass
+class Gate:
+    metric: str = "rmse"
+    direction: str = "minimize"
+    max_regression_pct: float = 0.0
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(f"gate direction must be minimize or maximize, not {self.direction!r}")
+        if self.max_regression_pct < 0:
+            raise ConfigError(f"max regression must be >= 0 %, not {self.max_regression_pct}")
+
+    def judge(self, candidate: float, champion: float | None) -> tuple[bool, str]:
+        """(passes, reason). Regression is how much worse the candidate is, in % of the champion."""
+        better_is_lower = self.direction == "minimize"
+        if self.threshold is not None:
+            ok = candidate <= self.threshold if better_is_lower else candidate >= self.threshold
+            if not ok:
+                sign = "<=" if better_is_lower else ">="
+                return False, f"{self.metric} {candidate:.6g} fails the absolute bound {sign} {self.threshold:g}"
+        if champion is None:
+            return True, f"{self.metric} {candidate:.6g}, no current champion"
+        worse = (candidate - champion) if better_is_lower else (champion - candidate)
+        pct = 100.0 * worse / abs(champion) if champion else (math.inf if worse > 0 else 0.0)
+        verdict = f"{self.metric} {candidate:.6g} vs champion {champion:.6g} ({pct:+.2f}% regression"
+        if pct > self.max_regression_pct:
+            return False, f"{verdict} > {self.max_regression_pct:g}% allowed)"
+        return True, f"{verdict} <= {self.max_regression_pct:g}% allowed)"
+
+
+def _history_key(alias: str) -> str:
+    return f"alias.{alias}.history"
+
+
+def _history(name: str, alias: str) -> list[str]:
+    tags = registry.client().get_registered_model(name).tags
+    raw = tags.get(_history_key(alias), "")
+    return [v for v in raw.split(",") if v]
+
+
+def _set_history(name: str, alias: str, versions: list[str]) -> None:
+    registry.client().set_registered_model_tag(name, _history_key(alias), ",".join(versions[-HISTORY_KEEP:]))
+
+
+def find_candidate(name: str, version: str | None, trigger: str | None, wait_timeout: float):
+    """The version to judge: explicit, else the one tagged with ``trigger`` (waiting for it), else the latest."""
+    client = registry.client()
+    if version:
+        return registry.get_version(name, version=version)
+    if trigger:
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            found = client.search_model_versions(f"name='{name}' and tags.trigger='{trigger}'")
+            if found:
+                return max(found, key=lambda v: int(v.version))
+            if time.monotonic() >= deadline:
+                raise NotFound(f"no version of {name!r} tagged trigger={trigger!r} after {wait_timeout:g}s")
+            log.info("waiting for training to register a version with trigger=%s", trigger)
+            time.sleep(min(10.0, max(0.5, deadline - time.monotonic())))
+    registry.get_version(name, version="1")  # NotFound with a clear message if the model is empty
+    versions = client.search_model_versions(f"name='{name}'")
+    return max(versions, key=lambda v: int(v.version))
+
+
+def _metric(version, metric: str) -> float:
+    metrics = registry.run_metrics(version.run_id)
+    if metric not in metrics:
+        raise NotFound(f"version {version.version} (run {version.run_id}) has no metric {metric!r}")
+    return float(metrics[metric])
+
+
+def _dataset(version) -> str:
+    return version.tags.get("dataset.md5", "unknown")
+
+
+def promote(
+    *, name: str, alias: str, version: str | None, trigger: str | None, gate: Gate, wait_timeout: float
+) -> tuple[str, str]:
+    """Judge the candidate and move ``alias`` if it passes. Returns (outcome, version); raises GateRejected."""
+    client = registry.client()
+    candidate = find_candidate(name, version, trigger, wait_timeout)
+    if candidate.status != "READY":
+        raise HousingError(f"version {candidate.version} is {candidate.status}, not READY")
+    try:
+        champion = registry.get_version(name, alias=alias)
+    except NotFound:
+        champion = None
+    if champion is not None and champion.version == candidate.version:
+        log.info("version %s already holds @%s", candidate.version, alias)
+        return "already", candidate.version
+    score = _metric(candidate, gate.metric)
+    champion_score = _metric(champion, gate.metric) if champion is not None else None
+    if champion is not None and _dataset(champion) != _dataset(candidate):
+        # Held-out metrics on different datasets are not comparable: only the absolute bound applies.
+        log.warning(
+            "champion v%s was evaluated on dataset %s, the candidate on %s: relative comparison skipped",
+            champion.version, _dataset(champion), _dataset(candidate),
+        )
+        champion_score = None
+    passed, reason = gate.judge(score, champion_score)
+    client.set_model_version_tag(name, candidate.version, f"gate.{alias}", ("passed: " if passed else "rejected: ") + reason)
+    if not passed:
+        raise GateRejected(f"version {candidate.version} rejected for @{alias}: {reason}")
+    history = _history(name, alias)
+    if champion is not None and (not history or history[-1] != champion.version):
+        history.append(champion.version)  # e.g. an alias set by hand before the first promotion
+    # History first, alias second: a crash in between leaves the old alias and a harmless extra entry.
+    _set_history(name, alias, [*history, candidate.version])
+    if champion is not None:
+        client.set_model_version_tag(name, candidate.version, "previous_champion", champion.version)
+    client.set_registered_model_alias(name, alias, candidate.version)
+    log.info("version %s promoted to @%s: %s", candidate.version, alias, reason)
+    return "promoted", candidate.version
+
+
+def rollback(*, name: str, alias: str) -> tuple[str, str]:
+    """Point ``alias`` back at the previous champion. Returns (from_version, to_version)."""
+    client = registry.client()
+    current = registry.get_version(name, alias=alias)
+    history = _history(name, alias)
+    while history and history[-1] == current.version:
+        history.pop()
+    if not history:
+        raise NotFound(f"@{alias} of {name!r} has no previous champion to roll back to")
+    previous = history[-1]
+    registry.get_version(name, version=previous)  # still exists?
+    client.set_registered_model_alias(name, alias, previous)
+    _set_history(name, alias, history)
+    client.set_model_version_tag(name, current.version, f"rolled_back.{alias}", "true")
+    log.info("@%s rolled back from version %s to %s", alias, current.version, previous)
+    return current.version, previous

@@ -1,0 +1,132 @@
+"""MLflow access shared by the jobs: bounded waiting, version lookup, physical URIs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+
+from .errors import ConfigError, NotFound, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# MLflow's own client retries a refused connection ~7 times with exponential backoff (minutes).
+# We wait for the server ourselves, with a visible bounded budget, then let each call fail fast.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def backoff(
+    attempt: Callable[[], T],
+    *,
+    what: str,
+    timeout: float,
+    retry_on: tuple[type[BaseException], ...],
+    first_delay: float = 0.5,
+    max_delay: float = 8.0,
+) -> T:
+    """Call ``attempt`` until it succeeds, retrying ``retry_on`` with exponential backoff up to ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    delay = first_delay
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt()
+        except retry_on as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceUnavailable(f"{what}: gave up after {tries} tries in {timeout:g}s ({exc})") from exc
+            log.info("%s: not yet (%s); retrying in %.1fs", what, type(exc).__name__, min(delay, remaining))
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, max_delay)
+
+
+def _auth() -> tuple[str, str] | None:
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+
+
+def wait_for_mlflow(tracking_uri: str, timeout: float) -> None:
+    """Block until the tracking server answers /health and accepts our credentials."""
+    if not tracking_uri:
+        raise ConfigError("no MLflow tracking URI: set --tracking-uri or MLFLOW_TRACKING_URI")
+    if not tracking_uri.startswith(("http://", "https://")):
+        raise ConfigError(f"MLflow tracking URI must be http(s)://, got {tracking_uri!r}")
+    base = tracking_uri.rstrip("/")
+
+    def probe() -> None:
+        health = requests.get(f"{base}/health", timeout=5)
+        health.raise_for_status()
+        # /health is public; a registry call tells whether the Host header and credentials are accepted.
+        api = requests.get(
+            f"{base}/api/2.0/mlflow/registered-models/search",
+            params={"max_results": 1},
+            auth=_auth(),
+            timeout=10,
+        )
+        if api.status_code in (401, 403):
+            raise ConfigError(f"MLflow at {base} refused our request ({api.status_code}: {api.text.strip()[:120]})")
+        api.raise_for_status()
+
+    backoff(
+        probe,
+        what=f"MLflow at {base}",
+        timeout=timeout,
+        retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(base)
+    mlflow.set_registry_uri(base)
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def get_version(name: str, *, alias: str | None = None, version: str | None = None):
+    """The ModelVersion for ``alias`` or ``version`` of registered model ``name``, or NotFound."""
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise NotFound(f"registered model {name!r} does not exist") from exc
+        raise
+    try:
+        if alias:
+            return c.get_model_version_by_alias(name, alias)
+        if version:
+            return c.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            what = f"alias {alias!r}" if alias else f"version {version}"
+            raise NotFound(f"model {name!r} has no {what}") from exc
+        raise
+    raise ConfigError("give an alias or a version")
+
+
+def physical_uri(name: str, version: str) -> str:
+    """The s3:// folder holding the model files of ``name`` version ``version`` (what KServe loads)."""
+    uri = client().get_model_version_download_uri(name, str(version))
+    if not uri.startswith("s3://"):
+        raise ConfigError(
+            f"model {name} v{version} is stored at {uri!r}, not s3://: run the MLflow server with "
+            "--default-artifact-root s3://… --no-serve-artifacts so KServe can load it"
+        )
+    return uri.rstrip("/")
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(client().get_run(run_id).data.metrics)

@@ -1,0 +1,33 @@
+"""`housing-mlops serve MODEL_DIR`: MLServer started the way KServe's ServingRuntime starts it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import ConfigError
+
+IMPLEMENTATION = "mlserver_mlflow.MLflowRuntime"
+
+
+def serving_env(model_dir: Path, model_name: str, http_port: int, grpc_port: int, metrics_port: int) -> dict[str, str]:
+    """The variables KServe sets for an MLServer runtime (plus the ports, which tests vary)."""
+    return {
+        "MLSERVER_MODEL_NAME": model_name,
+        "MLSERVER_MODEL_IMPLEMENTATION": IMPLEMENTATION,
+        "MLSERVER_MODEL_URI": str(model_dir),
+        "MLSERVER_HTTP_PORT": str(http_port),
+        "MLSERVER_GRPC_PORT": str(grpc_port),
+        "MLSERVER_METRICS_PORT": str(metrics_port),
+        "MLSERVER_LOAD_MODELS_AT_STARTUP": "true",
+        "MLSERVER_HOST": os.environ.get("MLSERVER_HOST", "127.0.0.1"),
+        # Prometheus' multiprocess files, else written to the current directory.
+        "MLSERVER_METRICS_DIR": os.environ.get("MLSERVER_METRICS_DIR", str(model_dir.parent / ".metrics")),
+    }
+
+
+def argv(model_dir: Path) -> list[str]:
+    if not (model_dir / "MLmodel").is_file():
+        raise ConfigError(f"{model_dir} has no MLmodel: run `housing-mlops fetch-model` first")
+    return [str(Path(sys.executable).with_name("mlserver")), "start", str(model_dir)]

@@ -1,0 +1,181 @@
+"""`housing-mlops train`: dvc pull the exact dataset, fit, evaluate, log to MLflow, register a version."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import data as data_mod
+from . import features, registry
+from .errors import ConfigError, HousingError
+from .schema import CANONICAL_ROW, FEATURES, NUMERIC_FEATURES, TARGET, read_dataset
+
+log = logging.getLogger(__name__)
+
+# Serving installs exactly these (same lock as training), so a model trained here always loads there.
+SERVING_PACKAGES = ["mlflow", "scikit-learn", "numpy", "pandas", "scipy", "cloudpickle"]
+
+
+@dataclass
+class TrainParams:
+    test_size: float = 0.2
+    random_state: int = 42
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    max_depth: int | None = 8
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    version: str
+    metrics: dict[str, float]
+    synthetic: bool
+
+
+def split(frame: pd.DataFrame, test_size: float, random_state: int):
+    from sklearn.model_selection import train_test_split
+
+    x = frame[FEATURES].copy()
+    x[NUMERIC_FEATURES] = x[NUMERIC_FEATURES].astype("float64")
+    return train_test_split(x, frame[TARGET].astype("float64"), test_size=test_size, random_state=random_state)
+
+
+def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
+    """Fit the pipeline on the training split; return (model, metrics, x_train)."""
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    x_train, x_test, y_train, y_test = split(frame, params.test_size, params.random_state)
+    model = features.build_pipeline(params.max_iter, params.learning_rate, params.max_depth, params.random_state)
+    started = time.perf_counter()
+    model.fit(x_train, y_train)
+    seconds = time.perf_counter() - started
+    predicted = model.predict(x_test)
+    metrics = {
+        "rmse": float(root_mean_squared_error(y_test, predicted)),
+        "mae": float(mean_absolute_error(y_test, predicted)),
+        "r2": float(r2_score(y_test, predicted)),
+        "train_seconds": seconds,
+        "n_train": float(len(x_train)),
+        "n_test": float(len(x_test)),
+    }
+    return model, metrics, x_train
+
+
+def _git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _checkout(git_url: str, rev: str | None, into: Path) -> Path:
+    """Shallow clone of the code/data revision to train from (the chart's `training.git` values)."""
+    target = into / "src"
+    args = ["git", "clone", "--quiet", "--depth", "1"] + (["--branch", rev] if rev else []) + [git_url, str(target)]
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ConfigError(f"git clone {git_url}@{rev or 'HEAD'} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return target
+
+
+def train(
+    *,
+    tracking_uri: str,
+    model_name: str,
+    experiment: str,
+    repo: Path,
+    target: str,
+    remote_url: str | None,
+    git_url: str | None,
+    git_rev: str | None,
+    trigger: str,
+    params: TrainParams,
+    wait_timeout: float,
+    local_csv: Path | None = None,
+) -> TrainResult:
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory(prefix="housing-train-") as tmp:
+        scratch = Path(tmp)
+        if git_url:
+            repo = _checkout(git_url, git_rev, scratch)
+        commit = git_rev or _git_commit(repo)
+        if local_csv is not None:
+            # --no-pull: for experiments only; the lineage says so.
+            from .schema import md5_of
+
+            pulled = data_mod.PulledData(local_csv, md5_of(local_csv), f"file://{local_csv}", True)
+        else:
+            pulled = data_mod.pull(repo, target, remote_url, scratch)
+        frame = read_dataset(pulled.path)
+        if pulled.synthetic:
+            log.warning("SYNTHETIC DATA: training on %s (md5 %s), not the real dataset", target, pulled.md5)
+        log.info("training on %d rows (md5 %s)", len(frame), pulled.md5)
+        model, metrics, x_train = fit_and_evaluate(frame, params)
+        log.info("held-out rmse=%.0f mae=%.0f r2=%.4f", metrics["rmse"], metrics["mae"], metrics["r2"])
+
+        # Signature from complete rows only (NaN columns would become optional) and float64 numbers
+        # (int64 would become `long` and reject the FP64 request).
+        complete = x_train.dropna().head(200)
+        signature = infer_signature(complete, model.predict(complete))
+        example = pd.DataFrame([CANONICAL_ROW]).astype({c: "float64" for c in NUMERIC_FEATURES})
+
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(features)  # the model carries its preprocessing code
+        mlflow.set_experiment(experiment)
+        tags = {
+            "trigger": trigger,
+            "dataset.md5": pulled.md5,
+            "dataset.remote": pulled.remote_url,
+            "dataset.kind": "synthetic" if pulled.synthetic else "real",
+            "git.commit": commit,
+        }
+        with mlflow.start_run(tags=tags) as run:
+            mlflow.log_params({**params.__dict__, "dataset_target": target, "rows": len(frame)})
+            mlflow.log_metrics(metrics)
+            dataset = mlflow.data.from_pandas(frame, source=f"{pulled.remote_url}#{target}", name="housing", digest=pulled.md5)
+            mlflow.log_input(dataset, context="training")
+            logged = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"{p}=={pkg_version(p)}" for p in SERVING_PACKAGES],
+                serialization_format="cloudpickle",
+            )
+        version = _register(model_name, logged, run.info.run_id, tags, metrics)
+    log.info("run %s registered as %s version %s", run.info.run_id, model_name, version)
+    return TrainResult(run.info.run_id, version, metrics, pulled.synthetic)
+
+
+def _register(name: str, logged, run_id: str, tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """One create call carries the tags, so a version never exists half-tagged."""
+    from mlflow.exceptions import MlflowException
+
+    client = registry.client()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version_tags = {**tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items() if np.isfinite(v)}}
+    try:
+        created = client.create_model_version(
+            name, logged.model_uri, run_id=run_id, tags=version_tags, model_id=logged.model_id, await_creation_for=60
+        )
+    except MlflowException as exc:
+        raise HousingError(f"registering {name} from run {run_id} failed: {exc.message}") from exc
+    return str(created.version)
