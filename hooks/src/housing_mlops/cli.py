@@ -23,7 +23,9 @@ class Command(click.Command):
 
     def invoke(self, ctx: click.Context):
         if ctx.find_root().params.get("validate_only"):
-            click.echo(json.dumps({"command": ctx.command_path, "params": ctx.params}, default=str, sort_keys=True))
+            click.echo(
+                json.dumps({"command": ctx.command_path, "params": ctx.params}, default=str, sort_keys=True)
+            )
             return None
         return super().invoke(ctx)
 
@@ -43,7 +45,11 @@ def tracking_option(f):
 
 def model_option(f):
     return click.option(
-        "--model-name", envvar="HOUSING_MODEL_NAME", default=DEFAULT_MODEL, show_default=True, help="Registered model."
+        "--model-name",
+        envvar="HOUSING_MODEL_NAME",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        help="Registered model.",
     )(f)
 
 
@@ -63,14 +69,18 @@ def wait_option(default: float):
 
 
 def isvc_options(f):
-    f = click.option("--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace.")(f)
+    f = click.option(
+        "--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace."
+    )(f)
     return click.option(
         "--isvc-name", envvar="HOUSING_ISVC_NAME", help="InferenceService to roll out after the alias moves."
     )(f)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--validate-only", is_flag=True, envvar="HOUSING_VALIDATE_ONLY", help="Parse, print options, exit.")
+@click.option(
+    "--validate-only", is_flag=True, envvar="HOUSING_VALIDATE_ONLY", help="Parse, print options, exit."
+)
 @click.option("-v", "--verbose", is_flag=True, envvar="HOUSING_VERBOSE")
 @click.version_option(package_name="housing-mlops")
 def cli(validate_only: bool, verbose: bool) -> None:
@@ -81,6 +91,7 @@ def cli(validate_only: bool, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
+        force=True,  # one configuration per invocation (tests run many in one process)
     )
     for noisy in ("urllib3", "botocore", "mlflow", "alembic", "git", "dvc", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -90,34 +101,72 @@ def cli(validate_only: bool, verbose: bool) -> None:
 @tracking_option
 @model_option
 @click.option("--experiment", envvar="HOUSING_EXPERIMENT", default="housing")
-@click.option("--repo", envvar="HOUSING_DVC_REPO", type=click.Path(path_type=Path), default=Path("."),
-              help="Folder with .dvc/config and the .dvc files.")
+@click.option(
+    "--repo",
+    envvar="HOUSING_DVC_REPO",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    help="Folder with .dvc/config and the .dvc files.",
+)
 @click.option("--git-url", envvar="HOUSING_GIT_URL", help="Clone this repository instead of using --repo.")
-@click.option("--git-rev", envvar="HOUSING_GIT_REV", help="Branch or tag to clone / record as the code revision.")
+@click.option(
+    "--git-rev", envvar="HOUSING_GIT_REV", help="Branch or tag to clone / record as the code revision."
+)
 @click.option("--data", "target", envvar="HOUSING_DATA", default="data/housing.csv", help="DVC-tracked file.")
 @click.option("--dvc-remote-url", envvar="HOUSING_DVC_REMOTE_URL", help="Override the DVC remote URL.")
-@click.option("--no-pull", type=click.Path(path_type=Path, dir_okay=False), envvar="HOUSING_NO_PULL",
-              help="Train on this local CSV instead of dvc pull (experiments only; recorded as such).")
+@click.option(
+    "--no-pull",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="HOUSING_NO_PULL",
+    help="Train on this local CSV instead of dvc pull (experiments only; recorded as such).",
+)
 @click.option("--trigger", envvar="HOUSING_TRIGGER", default="manual", help="What started this run (tag).")
 @click.option("--test-size", envvar="HOUSING_TEST_SIZE", type=click.FloatRange(0.05, 0.5), default=0.2)
 @click.option("--random-state", envvar="HOUSING_RANDOM_STATE", type=int, default=42)
 @click.option("--max-iter", envvar="HOUSING_MAX_ITER", type=click.IntRange(min=1), default=200)
-@click.option("--learning-rate", envvar="HOUSING_LEARNING_RATE", type=click.FloatRange(0, 1, min_open=True),
-              default=0.1)
-@click.option("--max-depth", envvar="HOUSING_MAX_DEPTH", type=click.IntRange(min=0), default=8,
-              help="0 = unlimited.")
+@click.option(
+    "--learning-rate", envvar="HOUSING_LEARNING_RATE", type=click.FloatRange(0, 1, min_open=True), default=0.1
+)
+@click.option(
+    "--max-depth", envvar="HOUSING_MAX_DEPTH", type=click.IntRange(min=0), default=8, help="0 = unlimited."
+)
 @wait_option(120)
-def train(tracking_uri, model_name, experiment, repo, git_url, git_rev, target, dvc_remote_url, no_pull, trigger,
-          test_size, random_state, max_iter, learning_rate, max_depth, wait_timeout) -> None:
+def train(
+    tracking_uri,
+    model_name,
+    experiment,
+    repo,
+    git_url,
+    git_rev,
+    target,
+    dvc_remote_url,
+    no_pull,
+    trigger,
+    test_size,
+    random_state,
+    max_iter,
+    learning_rate,
+    max_depth,
+    wait_timeout,
+) -> None:
     """dvc pull the dataset, fit, log the run and register a model version."""
     from .train import TrainParams
     from .train import train as run
 
     params = TrainParams(test_size, random_state, max_iter, learning_rate, max_depth or None)
     result = run(
-        tracking_uri=tracking_uri, model_name=model_name, experiment=experiment, repo=repo, target=target,
-        remote_url=dvc_remote_url, git_url=git_url, git_rev=git_rev, trigger=trigger, params=params,
-        wait_timeout=wait_timeout, local_csv=no_pull,
+        tracking_uri=tracking_uri,
+        model_name=model_name,
+        experiment=experiment,
+        repo=repo,
+        target=target,
+        remote_url=dvc_remote_url,
+        git_url=git_url,
+        git_rev=git_rev,
+        trigger=trigger,
+        params=params,
+        wait_timeout=wait_timeout,
+        local_csv=no_pull,
     )
     click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
 
@@ -127,17 +176,42 @@ def train(tracking_uri, model_name, experiment, repo, git_url, git_rev, target, 
 @model_option
 @alias_option
 @click.option("--version", envvar="HOUSING_MODEL_VERSION", help="Candidate version (default: latest).")
-@click.option("--trigger", envvar="HOUSING_TRIGGER", help="Candidate = the version whose trigger tag matches.")
+@click.option(
+    "--trigger", envvar="HOUSING_TRIGGER", help="Candidate = the version whose trigger tag matches."
+)
 @click.option("--metric", envvar="HOUSING_GATE_METRIC", default="rmse")
-@click.option("--direction", envvar="HOUSING_GATE_DIRECTION", type=click.Choice(["minimize", "maximize"]),
-              default="minimize")
-@click.option("--max-regression-pct", envvar="HOUSING_GATE_MAX_REGRESSION_PCT", type=click.FloatRange(min=0),
-              default=0.0, help="How much worse than the champion the candidate may be, in %.")
-@click.option("--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric.")
+@click.option(
+    "--direction",
+    envvar="HOUSING_GATE_DIRECTION",
+    type=click.Choice(["minimize", "maximize"]),
+    default="minimize",
+)
+@click.option(
+    "--max-regression-pct",
+    envvar="HOUSING_GATE_MAX_REGRESSION_PCT",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="How much worse than the champion the candidate may be, in %.",
+)
+@click.option(
+    "--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric."
+)
 @wait_option(120)
 @isvc_options
-def promote(tracking_uri, model_name, alias, version, trigger, metric, direction, max_regression_pct, threshold,
-            wait_timeout, isvc_name, isvc_namespace) -> None:
+def promote(
+    tracking_uri,
+    model_name,
+    alias,
+    version,
+    trigger,
+    metric,
+    direction,
+    max_regression_pct,
+    threshold,
+    wait_timeout,
+    isvc_name,
+    isvc_namespace,
+) -> None:
     """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 1 error)."""
     from . import registry
     from .promote import Gate
@@ -207,7 +281,7 @@ def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
     """Download a model folder (MLmodel at DEST's root): KServe's storage-initializer contract."""
     from .fetch import fetch
 
-    s3_uri, version = fetch(uri, dest, tracking_uri, wait_timeout)
+    s3_uri, _version = fetch(uri, dest, tracking_uri, wait_timeout)
     click.echo(f"fetched {uri} -> {s3_uri} -> {dest}")
 
 
@@ -245,7 +319,9 @@ def check(tracking_uri, model_name, alias, wait_timeout) -> None:
 @click.argument("csv", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", required=True)
 @click.option("--model-uri", envvar="HOUSING_MODEL_URI", default=f"models:/{DEFAULT_MODEL}@production")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout.")
+@click.option(
+    "--out", envvar="HOUSING_OUT", type=click.Path(path_type=Path, dir_okay=False), help="Default: stdout."
+)
 @wait_option(60)
 def predict_batch(csv, tracking_uri, model_uri, out, wait_timeout) -> None:
     """Predict every row of CSV; write JSON."""
@@ -268,7 +344,9 @@ def data() -> None:
 @click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--repo", envvar="HOUSING_DVC_REPO", type=click.Path(path_type=Path), default=Path("."))
 @click.option("--dvc-remote-url", envvar="HOUSING_DVC_REMOTE_URL")
-@click.option("--no-synthetic", is_flag=True, envvar="HOUSING_NO_SYNTHETIC", help="Fail instead of generating.")
+@click.option(
+    "--no-synthetic", is_flag=True, envvar="HOUSING_NO_SYNTHETIC", help="Fail instead of generating."
+)
 def data_push(path, repo, dvc_remote_url, no_synthetic) -> None:
     """Seed the DVC remote: PATH, else $HOUSING_CSV, else the public source, else synthetic data."""
     from .data import push

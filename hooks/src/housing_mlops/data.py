@@ -42,7 +42,7 @@ def _dvc(args: list[str], cwd: Path) -> str:
     )
     if result.returncode != 0:
         lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1] if lines else "no output")
+        detail = next((ln for ln in lines if ln.startswith("ERROR")), lines[0] if lines else "no output")
         raise ServiceUnavailable(f"dvc {args[0]} failed: {detail}")
     return result.stdout
 
@@ -79,7 +79,9 @@ def pull(repo: Path, target: str, remote_url: str | None, dest_dir: Path) -> Pul
     """`dvc pull` ``target`` (e.g. data/housing.csv) into ``dest_dir`` and verify its md5."""
     dvc_file = repo / f"{target}.dvc"
     if not dvc_file.is_file():
-        raise DataError(f"{dvc_file} not found: is {target} tracked with DVC? (run `housing-mlops data push`)")
+        raise DataError(
+            f"{dvc_file} not found: is {target} tracked with DVC? (run `housing-mlops data push`)"
+        )
     expected = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
     work = dest_dir / "dvc"
     work.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,9 @@ def _download(url: str, dest: Path) -> bool:
     return True
 
 
-def push(repo: Path, source: Path | None, remote_url: str | None, allow_synthetic: bool = True) -> tuple[str, str]:
+def push(
+    repo: Path, source: Path | None, remote_url: str | None, allow_synthetic: bool = True
+) -> tuple[str, str]:
     """Seed the DVC remote. Returns (target, md5) of what was pushed; target is what `train --data` takes.
 
     Source order: ``source``, $HOUSING_CSV, the public URL; else a synthetic dataset under its own .dvc file.

@@ -41,16 +41,28 @@ def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> N
     logfile = (cfg.state_dir / "logs" / "mlserver.log").open("ab")
     proc = subprocess.Popen(
         [
-            str(Path(sys.executable).with_name("housing-mlops")), "serve", str(model_dir),
-            "--http-port", str(port), "--grpc-port", str(port + 1), "--metrics-port", str(port + 2),
+            str(Path(sys.executable).with_name("housing-mlops")),
+            "serve",
+            str(model_dir),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(port + 1),
+            "--metrics-port",
+            str(port + 2),
         ],
-        stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     local.register(cfg, "mlserver", proc.pid)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     stages = Stages()
     cfg = local.LocalConfig.from_env()
     port = int(os.environ.get("HOUSING_LOCAL_SERVE_PORT", 8080))
@@ -74,7 +86,11 @@ def main() -> None:
     stages.times["serve"] = round(time.perf_counter() - t, 2)
     stages.run("infer", ["infer", "--url", url])
     total = round(time.perf_counter() - stages.started, 2)
-    timings = {"stages": stages.times, "time_to_first_prediction_s": total, "gate": "rejected" if gate == 3 else "ok"}
+    timings = {
+        "stages": stages.times,
+        "time_to_first_prediction_s": total,
+        "gate": "rejected" if gate == 3 else "ok",
+    }
     (cfg.state_dir / "demo-timings.json").write_text(json.dumps(timings, indent=2))
     print(f"\nDone in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.times.items()))
     print(f"MLflow UI:  {cfg.mlflow_url}")

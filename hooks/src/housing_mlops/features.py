@@ -49,11 +49,18 @@ def build_pipeline(max_iter: int, learning_rate: float, max_depth: int | None, r
     numeric = FunctionTransformer(derived, validate=False, feature_names_out=None)
     columns = ColumnTransformer(
         [
-            ("numeric", Pipeline([("to_float", FunctionTransformer(_as_float)), ("derived", numeric)]), NUMERIC),
+            (
+                "numeric",
+                Pipeline([("to_float", FunctionTransformer(_as_float)), ("derived", numeric)]),
+                NUMERIC,
+            ),
             (
                 "ocean",
                 OrdinalEncoder(
-                    categories=[CATEGORIES], handle_unknown="use_encoded_value", unknown_value=np.nan, dtype=float
+                    categories=[CATEGORIES],
+                    handle_unknown="use_encoded_value",
+                    unknown_value=np.nan,
+                    dtype=float,
                 ),
                 ["ocean_proximity"],
             ),

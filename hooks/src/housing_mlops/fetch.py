@@ -24,7 +24,9 @@ def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | 
         return uri, None
     match = MLFLOW_URI.match(uri)
     if not match:
-        raise ConfigError(f"unsupported model URI {uri!r}: use mlflow://<model>@<alias>, mlflow://<model>/<version> or s3://…")
+        raise ConfigError(
+            f"unsupported model URI {uri!r}: use mlflow://<model>@<alias>, mlflow://<model>/<version> or s3://…"
+        )
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     name, alias, version = match["name"], match["alias"], match["version"]
     deadline = time.monotonic() + wait_timeout

@@ -13,18 +13,23 @@ from .errors import ConfigError, HousingError, NotFound
 
 log = logging.getLogger(__name__)
 
-SA_DIR = Path(os.environ.get("HOUSING_SA_DIR", "/var/run/secrets/kubernetes.io/serviceaccount"))
 VERSION_ANNOTATION = "housing-mlops.io/model-version"
+
+
+def _sa_dir() -> Path:
+    return Path(os.environ.get("HOUSING_SA_DIR", "/var/run/secrets/kubernetes.io/serviceaccount"))
 
 
 def _api() -> tuple[str, dict[str, str], str | bool]:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    token_file = SA_DIR / "token"
+    token_file = _sa_dir() / "token"
     if not host or not token_file.exists():
-        raise ConfigError("not running in a pod with a ServiceAccount token: cannot patch the InferenceService")
+        raise ConfigError(
+            "not running in a pod with a ServiceAccount token: cannot patch the InferenceService"
+        )
     scheme = os.environ.get("HOUSING_KUBE_SCHEME", "https")
-    ca = SA_DIR / "ca.crt"
+    ca = _sa_dir() / "ca.crt"
     return (
         f"{scheme}://{host}:{port}",
         {"Authorization": f"Bearer {token_file.read_text().strip()}"},
@@ -35,7 +40,7 @@ def _api() -> tuple[str, dict[str, str], str | bool]:
 def namespace(explicit: str | None) -> str:
     if explicit:
         return explicit
-    ns_file = SA_DIR / "namespace"
+    ns_file = _sa_dir() / "namespace"
     if ns_file.exists():
         return ns_file.read_text().strip()
     raise ConfigError("no namespace: set --isvc-namespace or HOUSING_ISVC_NAMESPACE")

@@ -29,7 +29,7 @@ PG_USER = "postgres"
 PG_DB = "mlflow"
 # moto accepts any credentials; these only need to be consistent across the local processes.
 S3_KEY = "housing-local"
-S3_SECRET = "housing-local-secret"  # noqa: S105 - a fixed credential of a loopback test server
+S3_SECRET = "housing-local-secret"
 REGION = "us-east-1"
 
 
@@ -150,7 +150,11 @@ def _wait(cfg: LocalConfig, name: str, check, timeout: float) -> None:
 
     try:
         backoff(
-            attempt, what=name, timeout=timeout, retry_on=(ConnectionError, requests.RequestException), max_delay=1.0
+            attempt,
+            what=name,
+            timeout=timeout,
+            retry_on=(ConnectionError, requests.RequestException),
+            max_delay=1.0,
         )
     except ServiceUnavailable as exc:
         raise ServiceUnavailable(f"{exc}\n--- {name} log ---\n{_log_tail(cfg, name)}") from exc
@@ -213,7 +217,17 @@ def start_postgres(cfg: LocalConfig, state: StackState) -> None:
     if not (data / "PG_VERSION").exists():
         log.info("postgresql: initdb %s", data)
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8", "--no-instructions"],
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
             check=True,
             capture_output=True,
             **run_as,
@@ -227,15 +241,27 @@ def start_postgres(cfg: LocalConfig, state: StackState) -> None:
     )
     _wait(cfg, "postgresql", lambda: _pg_ready(cfg), timeout=30)
     exists = subprocess.run(
-        [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-U", PG_USER, "-tAc",
-         f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'"],
-        check=True, capture_output=True, text=True,
+        [
+            _pg_bin("psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(cfg.pg_port),
+            "-U",
+            PG_USER,
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     state.ports["fresh_db"] = int(exists != "1")
     if exists != "1":
         subprocess.run(
             [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(cfg.pg_port), "-U", PG_USER, PG_DB],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     log.info("postgresql: up on 127.0.0.1:%d (db %s)", cfg.pg_port, PG_DB)
 
@@ -245,8 +271,10 @@ def start_postgres(cfg: LocalConfig, state: StackState) -> None:
 
 def _s3_ready(cfg: LocalConfig) -> bool:
     try:
-        return requests.get(f"{cfg.s3_url}/moto-api/", timeout=2).status_code < 500
-    except requests.RequestException:
+        # Ask for moto's own API: another server on the port must not pass for S3.
+        response = requests.get(f"{cfg.s3_url}/moto-api/data.json", timeout=2)
+        return response.status_code == 200 and isinstance(response.json(), dict)
+    except (requests.RequestException, ValueError):
         return False
 
 
@@ -261,13 +289,25 @@ def start_s3(cfg: LocalConfig, state: StackState) -> None:
         state.pids["s3"] = _spawn(
             cfg,
             "s3",
-            [sys.executable, "-m", "housing_mlops.s3server", "--port", str(cfg.s3_port), "--snapshot", str(snapshot)],
+            [
+                sys.executable,
+                "-m",
+                "housing_mlops.s3server",
+                "--port",
+                str(cfg.s3_port),
+                "--snapshot",
+                str(snapshot),
+            ],
         )
         _wait(cfg, "s3", lambda: _s3_ready(cfg), timeout=30)
     import boto3
 
     s3 = boto3.client(
-        "s3", endpoint_url=cfg.s3_url, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name=REGION
+        "s3",
+        endpoint_url=cfg.s3_url,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        region_name=REGION,
     )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     for bucket in (cfg.bucket, cfg.data_bucket):
@@ -298,7 +338,10 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
     # The server refuses to start on an old schema (after an mlflow upgrade) but creates a fresh one itself.
     if not state.ports.pop("fresh_db", 0):
         upgrade = subprocess.run(
-            [mlflow_bin, "db", "upgrade", cfg.backend_uri], env={**os.environ, **env}, capture_output=True, text=True
+            [mlflow_bin, "db", "upgrade", cfg.backend_uri],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
         )
         if upgrade.returncode != 0:
             raise ServiceUnavailable(f"mlflow db upgrade failed: {upgrade.stderr.strip().splitlines()[-1:]}")
@@ -306,12 +349,19 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
         cfg,
         "mlflow",
         [
-            mlflow_bin, "server",
-            "--backend-store-uri", cfg.backend_uri,
-            "--default-artifact-root", f"s3://{cfg.bucket}/",
+            mlflow_bin,
+            "server",
+            "--backend-store-uri",
+            cfg.backend_uri,
+            "--default-artifact-root",
+            f"s3://{cfg.bucket}/",
             "--no-serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(cfg.mlflow_port),
-            "--workers", "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(cfg.mlflow_port),
+            "--workers",
+            "1",
         ],
         env=env,
     )
@@ -338,7 +388,12 @@ def up(cfg: LocalConfig) -> dict[str, str]:
     return env
 
 
-MARKERS = {"postgresql": "postgres", "s3": "housing_mlops.s3server", "mlflow": "mlflow", "mlserver": "mlserver"}
+MARKERS = {
+    "postgresql": "postgres",
+    "s3": "housing_mlops.s3server",
+    "mlflow": "mlflow",
+    "mlserver": "mlserver",
+}
 
 
 def register(cfg: LocalConfig, name: str, pid: int) -> None:

@@ -35,7 +35,10 @@ class Gate:
             ok = candidate <= self.threshold if better_is_lower else candidate >= self.threshold
             if not ok:
                 sign = "<=" if better_is_lower else ">="
-                return False, f"{self.metric} {candidate:.6g} fails the absolute bound {sign} {self.threshold:g}"
+                return (
+                    False,
+                    f"{self.metric} {candidate:.6g} fails the absolute bound {sign} {self.threshold:g}",
+                )
         if champion is None:
             return True, f"{self.metric} {candidate:.6g}, no current champion"
         worse = (candidate - champion) if better_is_lower else (champion - candidate)
@@ -112,11 +115,15 @@ def promote(
         # Held-out metrics on different datasets are not comparable: only the absolute bound applies.
         log.warning(
             "champion v%s was evaluated on dataset %s, the candidate on %s: relative comparison skipped",
-            champion.version, _dataset(champion), _dataset(candidate),
+            champion.version,
+            _dataset(champion),
+            _dataset(candidate),
         )
         champion_score = None
     passed, reason = gate.judge(score, champion_score)
-    client.set_model_version_tag(name, candidate.version, f"gate.{alias}", ("passed: " if passed else "rejected: ") + reason)
+    client.set_model_version_tag(
+        name, candidate.version, f"gate.{alias}", ("passed: " if passed else "rejected: ") + reason
+    )
     if not passed:
         raise GateRejected(f"version {candidate.version} rejected for @{alias}: {reason}")
     history = _history(name, alias)

@@ -42,7 +42,9 @@ def backoff(
         except retry_on as exc:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ServiceUnavailable(f"{what}: gave up after {tries} tries in {timeout:g}s ({exc})") from exc
+                raise ServiceUnavailable(
+                    f"{what}: gave up after {tries} tries in {timeout:g}s ({exc})"
+                ) from exc
             log.info("%s: not yet (%s); retrying in %.1fs", what, type(exc).__name__, min(delay, remaining))
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, max_delay)
@@ -72,7 +74,9 @@ def wait_for_mlflow(tracking_uri: str, timeout: float) -> None:
             timeout=10,
         )
         if api.status_code in (401, 403):
-            raise ConfigError(f"MLflow at {base} refused our request ({api.status_code}: {api.text.strip()[:120]})")
+            raise ConfigError(
+                f"MLflow at {base} refused our request ({api.status_code}: {api.text.strip()[:120]})"
+            )
         api.raise_for_status()
 
     backoff(

@@ -29,7 +29,10 @@ def _fingerprint(backend) -> tuple:
     parts = []
     for name, bucket in sorted(backend.buckets.items()):
         keys = tuple(
-            sorted((k, getattr(v, "etag", ""), str(getattr(v, "last_modified", ""))) for k, v in bucket.keys.items())
+            sorted(
+                (k, getattr(v, "etag", ""), str(getattr(v, "last_modified", "")))
+                for k, v in bucket.keys.items()
+            )
         )
         parts.append((name, keys))
     return tuple(parts)

@@ -110,7 +110,13 @@ def synthetic_dataset(rows: int = 20640, seed: int = 7) -> pd.DataFrame:
     population = (households * rng.normal(2.9, 0.7, rows).clip(1.0)).round()
     income = rng.gamma(3.5, 1.1, rows).clip(0.5, 15.0001)
     ocean = rng.choice(CATEGORIES, rows, p=[0.44, 0.32, 0.002, 0.11, 0.128])
-    coast = {"<1H OCEAN": 60_000, "INLAND": -40_000, "ISLAND": 150_000, "NEAR BAY": 80_000, "NEAR OCEAN": 70_000}
+    coast = {
+        "<1H OCEAN": 60_000,
+        "INLAND": -40_000,
+        "ISLAND": 150_000,
+        "NEAR BAY": 80_000,
+        "NEAR OCEAN": 70_000,
+    }
     value = (
         45_000 * income
         + np.vectorize(coast.get)(ocean)
@@ -133,5 +139,5 @@ def synthetic_dataset(rows: int = 20640, seed: int = 7) -> pd.DataFrame:
             "ocean_proximity": ocean,
         }
     )
-    frame.loc[rng.choice(rows, 200, replace=False), "total_bedrooms"] = np.nan
+    frame.loc[rng.choice(rows, max(1, rows // 100), replace=False), "total_bedrooms"] = np.nan
     return frame

@@ -11,7 +11,9 @@ from .errors import ConfigError
 IMPLEMENTATION = "mlserver_mlflow.MLflowRuntime"
 
 
-def serving_env(model_dir: Path, model_name: str, http_port: int, grpc_port: int, metrics_port: int) -> dict[str, str]:
+def serving_env(
+    model_dir: Path, model_name: str, http_port: int, grpc_port: int, metrics_port: int
+) -> dict[str, str]:
     """The variables KServe sets for an MLServer runtime (plus the ports, which tests vary)."""
     return {
         "MLSERVER_MODEL_NAME": model_name,

@@ -46,7 +46,9 @@ def split(frame: pd.DataFrame, test_size: float, random_state: int):
 
     x = frame[FEATURES].copy()
     x[NUMERIC_FEATURES] = x[NUMERIC_FEATURES].astype("float64")
-    return train_test_split(x, frame[TARGET].astype("float64"), test_size=test_size, random_state=random_state)
+    return train_test_split(
+        x, frame[TARGET].astype("float64"), test_size=test_size, random_state=random_state
+    )
 
 
 def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
@@ -54,7 +56,9 @@ def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
     from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
     x_train, x_test, y_train, y_test = split(frame, params.test_size, params.random_state)
-    model = features.build_pipeline(params.max_iter, params.learning_rate, params.max_depth, params.random_state)
+    model = features.build_pipeline(
+        params.max_iter, params.learning_rate, params.max_depth, params.random_state
+    )
     started = time.perf_counter()
     model.fit(x_train, y_train)
     seconds = time.perf_counter() - started
@@ -72,7 +76,9 @@ def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
 
 def _git_commit(repo: Path) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -81,10 +87,16 @@ def _git_commit(repo: Path) -> str:
 def _checkout(git_url: str, rev: str | None, into: Path) -> Path:
     """Shallow clone of the code/data revision to train from (the chart's `training.git` values)."""
     target = into / "src"
-    args = ["git", "clone", "--quiet", "--depth", "1"] + (["--branch", rev] if rev else []) + [git_url, str(target)]
+    args = (
+        ["git", "clone", "--quiet", "--depth", "1"]
+        + (["--branch", rev] if rev else [])
+        + [git_url, str(target)]
+    )
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ConfigError(f"git clone {git_url}@{rev or 'HEAD'} failed: {result.stderr.strip().splitlines()[-1:]}")
+        raise ConfigError(
+            f"git clone {git_url}@{rev or 'HEAD'} failed: {result.stderr.strip().splitlines()[-1:]}"
+        )
     return target
 
 
@@ -146,7 +158,9 @@ def train(
         with mlflow.start_run(tags=tags) as run:
             mlflow.log_params({**params.__dict__, "dataset_target": target, "rows": len(frame)})
             mlflow.log_metrics(metrics)
-            dataset = mlflow.data.from_pandas(frame, source=f"{pulled.remote_url}#{target}", name="housing", digest=pulled.md5)
+            dataset = mlflow.data.from_pandas(
+                frame, source=f"{pulled.remote_url}#{target}", name="housing", digest=pulled.md5
+            )
             mlflow.log_input(dataset, context="training")
             logged = mlflow.sklearn.log_model(
                 model,
@@ -174,7 +188,12 @@ def _register(name: str, logged, run_id: str, tags: dict[str, str], metrics: dic
     version_tags = {**tags, **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items() if np.isfinite(v)}}
     try:
         created = client.create_model_version(
-            name, logged.model_uri, run_id=run_id, tags=version_tags, model_id=logged.model_id, await_creation_for=60
+            name,
+            logged.model_uri,
+            run_id=run_id,
+            tags=version_tags,
+            model_id=logged.model_id,
+            await_creation_for=60,
         )
     except MlflowException as exc:
         raise HousingError(f"registering {name} from run {run_id} failed: {exc.message}") from exc

@@ -1,0 +1,33 @@
+{{/* Name of the chart's ServingRuntime. */}}
+{{- define "housing-mlops.inference.runtimeName" -}}
+{{- include "housing-mlops.fullname" (dict "context" . "component" "mlserver") -}}
+{{- end -}}
+
+{{/* storageUri of the predictor: the alias through our storage container, or the pinned s3:// URI. */}}
+{{- define "housing-mlops.inference.storageUri" -}}
+{{- if eq .Values.model.uriMode "alias" -}}
+{{- printf "mlflow://%s@%s" .Values.global.model.name .Values.global.model.alias -}}
+{{- else -}}
+{{- .Values.model.storageUri -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Fail early, with what to install, when the KServe CRDs are missing. */}}
+{{- define "housing-mlops.inference.crdGuard" -}}
+{{- if .Values.crdCheck.enabled -}}
+{{- $apis := list "serving.kserve.io/v1beta1/InferenceService" "serving.kserve.io/v1alpha1/ServingRuntime" -}}
+{{- if and .Values.storageContainer.enabled (eq .Values.model.uriMode "alias") -}}
+{{- $apis = append $apis "serving.kserve.io/v1alpha1/ClusterStorageContainer" -}}
+{{- end -}}
+{{- range $apis -}}
+{{- if not ($.Capabilities.APIVersions.Has .) -}}
+{{- fail (printf "inference: the cluster has no %s. Install KServe (v0.15+; its CRDs and controller, e.g. the kserve-crd and kserve Helm charts) first, or set inference.enabled=false. Rendering offline? pass --api-versions %s (or inference.crdCheck.enabled=false)." . .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of the predictor pods, as KServe sets them. */}}
+{{- define "housing-mlops.inference.podSelector" -}}
+serving.kserve.io/inferenceservice: {{ include "housing-mlops.isvcName" . | default "housing-model" }}
+{{- end -}}

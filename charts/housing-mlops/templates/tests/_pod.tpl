@@ -1,0 +1,45 @@
+{{/*
+A `helm test` Pod running one `housing-mlops` command; `helm test <release> --logs` prints its output.
+Usage: include "housing-mlops.testPod" (dict "context" $ "name" "mlflow" "weight" 0 "args" (list "check") "env" <yaml>)
+*/}}
+{{- define "housing-mlops.testPod" -}}
+{{- $ := .context -}}
+{{- $t := $.Values.tests -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {{ printf "%s-test-%s" $.Release.Name .name | trunc 63 | trimSuffix "-" }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "housing-mlops.labels" (dict "context" $ "component" "tests") | nindent 4 }}
+    {{- include "housing-mlops.mlflowClientLabel" $ | nindent 4 }}
+  annotations:
+    helm.sh/hook: test
+    helm.sh/hook-weight: {{ .weight | quote }}
+    helm.sh/hook-delete-policy: before-hook-creation
+spec:
+  restartPolicy: Never
+  serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ "component" "tests") }}
+  automountServiceAccountToken: false
+  {{- with (include "housing-mlops.imagePullSecrets" $) }}{{ . | nindent 2 }}{{- end }}
+  securityContext:
+    {{- include "housing-mlops.podSecurityContext" $t.podSecurityContext | nindent 4 }}
+  containers:
+    - name: {{ .name }}
+      image: {{ include "housing-mlops.image" (dict "context" $ "image" $t.image) }}
+      imagePullPolicy: {{ include "housing-mlops.imagePullPolicy" (dict "context" $ "image" $t.image) }}
+      command: ["housing-mlops"]
+      args: {{ toJson .args }}
+      env:
+        {{- .env | nindent 8 }}
+        - name: HOME
+          value: /tmp
+      resources:
+        {{- toYaml $t.resources | nindent 8 }}
+      securityContext:
+        {{- include "housing-mlops.containerSecurityContext" $ | nindent 8 }}
+      volumeMounts:
+        {{- include "housing-mlops.tmpMount" $ | nindent 8 }}
+  volumes:
+    {{- include "housing-mlops.tmpVolume" $ | nindent 4 }}
+{{- end -}}

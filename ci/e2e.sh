@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# The cluster path end to end on a throwaway kind cluster (docs/cluster.md):
+#   kind cluster -> cert-manager + KServe (Standard mode) -> in-cluster S3 store + buckets
+#   -> images built and loaded -> DVC remote seeded -> helm install (values/kind.yaml)
+#   -> InferenceService Ready -> helm test -> helm upgrade: a retrain the gate accepts, one it rejects
+#   -> helm rollback: the previous model answers -> helm uninstall: nothing left -> cluster deleted.
+#
+#   ci/e2e.sh [--dry-run] [--keep-cluster]
+#
+#   --dry-run       print every command, in order, without running any (needs no Docker, no cluster)
+#   --keep-cluster  leave the kind cluster running at the end (also E2E_KEEP_CLUSTER=1)
+#
+# Environment: E2E_CLUSTER (housing-e2e), E2E_NAMESPACE (housing), E2E_RELEASE (housing),
+# E2E_WORKDIR (.local/e2e: kubeconfig, diagnostics), HOUSING_CSV (seed the DVC remote from this file),
+# E2E_TOOLS_BIN (.tools/bin: where kind is installed, first on PATH).
+# Needs: Docker, Go, Python 3.11, make, git. kind is installed pinned into .tools/bin, helm and kubectl by
+# `make tools`. On failure, pod logs, `kubectl describe`, events and `kind export logs` land in
+# $E2E_WORKDIR/artifacts, and the cluster is deleted unless kept.
+set -Eeuo pipefail
+trap 'echo "e2e: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# --- pins: everything this script installs beyond our own chart -------------------------------------------
+KIND_VERSION=v0.33.0
+KIND_NODE_IMAGE=kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0
+CERT_MANAGER_CHART=oci://quay.io/jetstack/charts/cert-manager
+CERT_MANAGER_VERSION=v1.21.2
+KSERVE_CRD_CHART=oci://ghcr.io/kserve/charts/kserve-crd
+KSERVE_CHART=oci://ghcr.io/kserve/charts/kserve
+KSERVE_VERSION=v0.16.0
+S3_MANIFEST=ci/kind/s3.yaml # moto server, image pinned inside
+
+# --- what we deploy --------------------------------------------------------------------------------------
+CLUSTER=${E2E_CLUSTER:-housing-e2e}
+NS=${E2E_NAMESPACE:-housing}
+RELEASE=${E2E_RELEASE:-housing}
+CHART=charts/housing-mlops
+VALUES=values/kind.yaml
+ISVC=housing-model
+# The S3-compatible store runs in its own namespace (ci/kind/s3.yaml); values/kind.yaml expects, in the release
+# namespace, the Service `minio` (port 9000) and the Secret `minio-credentials`, the bucket `housing-mlops` and the
+# DVC remote s3://housing-mlops/dvc: this script provides exactly those.
+S3_NS=housing-s3
+S3_HOST=s3.${S3_NS}.svc.cluster.local
+S3_ENDPOINT=http://minio.${NS}:9000
+S3_SECRET=minio-credentials
+S3_ACCESS_KEY=e2e-access-key # moto accepts any credentials
+S3_SECRET_KEY=e2e-secret-key
+DVC_REMOTE=s3://housing-mlops/dvc
+MLFLOW_URL=http://${RELEASE}-mlflow.${NS}.svc.cluster.local:5000
+VERSION_ANNOTATION=housing-mlops.io/model-version # set by the promotion/rollback hooks (hooks/.../kube.py)
+E2E_LABEL=app.kubernetes.io/part-of=housing-mlops-e2e # what this script creates itself (not the chart)
+S3_ENV=(--env="AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY" --env="AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
+  --env="AWS_DEFAULT_REGION=us-east-1" --env="AWS_ENDPOINT_URL=$S3_ENDPOINT")
+
+# --- how long each wait may take ----------------------------------------------------------------------------
+T_NODES=180s
+T_INFRA=10m    # cert-manager, KServe
+T_S3=180s
+T_INSTALL=20m  # helm install/upgrade: PostgreSQL, MLflow, training, promotion hook
+T_ISVC=600s
+T_TEST=10m
+T_ROLLBACK=15m
+T_UNINSTALL=10m
+POD_SECONDS=600 # a one-off jobs pod (seed, resolve, infer)
+GONE_SECONDS=300
+
+WORKDIR=${E2E_WORKDIR:-$ROOT/.local/e2e}
+ARTIFACTS=$WORKDIR/artifacts
+DRY_RUN=0
+KEEP=${E2E_KEEP_CLUSTER:-0}
+for arg in "$@"; do
+  case $arg in
+    --dry-run) DRY_RUN=1 ;;
+    --keep-cluster) KEEP=1 ;;
+    -h | --help)
+      sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "e2e: unknown argument: $arg (see --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+TOOLS_BIN=${E2E_TOOLS_BIN:-$ROOT/.tools/bin} # kind goes here; `make tools` puts helm and kubectl in .tools/bin
+export PATH=$TOOLS_BIN:$ROOT/.tools/bin:$PATH
+export KUBECONFIG=$WORKDIR/kubeconfig
+
+# --- helpers ------------------------------------------------------------------------------------------------
+exec 3>&1 # the trace goes to the original stdout, even from inside $(...)
+PHASE=none
+CLUSTER_CREATED=0
+
+# fmt ARGS...: the command line as one would type it (words quoted only where the shell needs it)
+fmt() {
+  local a safe='^[A-Za-z0-9_@%+=:,./-]+$' out=()
+  for a in "$@"; do
+    if [[ $a =~ $safe ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  printf '%s' "${out[*]}"
+}
+
+show() { printf '+ %s\n' "$(fmt "$@")" >&3; }
+
+# run CMD...: show it, then run it (a dry run only shows it)
+run() {
+  show "$@"
+  if ((DRY_RUN)); then return 0; fi
+  "$@"
+}
+
+# capture PLACEHOLDER CMD...: show CMD and print its stdout (a dry run prints PLACEHOLDER instead)
+capture() {
+  local placeholder=$1
+  shift
+  show "$@"
+  if ((DRY_RUN)); then
+    printf '%s\n' "$placeholder"
+    return 0
+  fi
+  "$@"
+}
+
+# poll SECONDS WHAT CMD...: run CMD every 5 s until it succeeds; fail after SECONDS
+poll() {
+  local limit=$1 what=$2
+  shift 2
+  show poll "--timeout=${limit}s" "$@"
+  if ((DRY_RUN)); then return 0; fi
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "e2e: timed out after ${limit}s waiting until $what" >&2
+      return 1
+    fi
+    sleep 5
+  done
+}
+
+phase() {
+  PHASE=$1
+  printf '\n==> phase %s: %s\n' "$1" "$2" >&3
+}
+
+say() { printf '    %s\n' "$*" >&3; }
+
+die() {
+  echo "e2e: $*" >&2
+  exit 1
+}
+
+# expect WHAT ACTUAL WANTED: fail unless equal (a dry run shows the check)
+expect_equal() {
+  say "check: $1 ($2 == $3)"
+  if ((DRY_RUN)); then return 0; fi
+  [[ $2 == "$3" ]] || die "$1: got '$2', expected '$3'"
+}
+
+expect_differ() {
+  say "check: $1 ($2 != $3)"
+  if ((DRY_RUN)); then return 0; fi
+  [[ $2 != "$3" ]] || die "$1: both are '$2'"
+}
+
+# expect_failure WHAT CMD...: CMD must fail (a dry run shows it)
+expect_failure() {
+  local what=$1
+  shift
+  show "$@"
+  say "check: $what (the command above fails)"
+  if ((DRY_RUN)); then return 0; fi
+  if "$@" >/dev/null 2>&1; then die "$what: \`$(fmt "$@")\` succeeded"; fi
+}
+
+pod_done() { # pod_done NAME: the pod has finished, one way or the other
+  local p
+  p=$(kubectl get pod "$1" -n "$NS" -o jsonpath='{.status.phase}' --request-timeout=30s)
+  [[ $p == Succeeded || $p == Failed ]]
+}
+
+# jobs_pod NAME [--env=K=V...] ARGS...: run `housing-mlops ARGS` once in the jobs image with MLflow's URL (and the
+# given env), wait for it, keep its output in POD_LOGS and print it; fail unless it succeeded
+jobs_pod() {
+  local name=$1 status env=()
+  shift
+  while [[ ${1:-} == --env=* ]]; do
+    env+=("$1")
+    shift
+  done
+  run kubectl run "$name" -n "$NS" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
+    --labels="$E2E_LABEL" --env=HOME=/tmp --env="MLFLOW_TRACKING_URI=$MLFLOW_URL" ${env[@]+"${env[@]}"} -- "$@"
+  poll "$POD_SECONDS" "pod $name has finished" pod_done "$name"
+  POD_LOGS=$(capture "<output of housing-mlops $*>" kubectl logs -n "$NS" "pod/$name")
+  ((DRY_RUN)) || printf '%s\n' "$POD_LOGS" | sed "s/^/    [$name] /" >&3
+  status=$(capture Succeeded kubectl get pod "$name" -n "$NS" -o jsonpath='{.status.phase}')
+  run kubectl delete pod "$name" -n "$NS" --wait --timeout=120s
+  [[ $status == Succeeded ]] || die "pod $name: $status (housing-mlops $*)"
+}
+
+# resolve_production TAG: URI := what the `production` alias points at (`housing-mlops resolve` prints it)
+resolve_production() {
+  jobs_pod "e2e-resolve-$1" resolve --alias production
+  if ((DRY_RUN)); then
+    URI="<production at $1>"
+    return 0
+  fi
+  URI=$(grep -E '^s3://' <<<"$POD_LOGS" | tail -n 1 || true)
+  [[ -n $URI ]] || die "resolve printed no s3:// URI"
+  say "production -> $URI"
+}
+
+# The predictor serves what the InferenceService asks for: every spec.predictor annotation (the promotion hook
+# patches the model version there) is on the predictor Deployment's pods.
+# shellcheck disable=SC2016 # $k/$v are go-template variables, not shell ones
+predictor_synced() {
+  local want have
+  want=$(kubectl get inferenceservice "$ISVC" -n "$NS" --request-timeout=30s \
+    -o go-template='{{range $k, $v := .spec.predictor.annotations}}{{$k}}={{$v}}{{"\n"}}{{end}}')
+  have=$(kubectl get deployment "$ISVC-predictor" -n "$NS" --request-timeout=30s \
+    -o go-template='{{range $k, $v := .spec.template.metadata.annotations}}{{$k}}={{$v}}{{"\n"}}{{end}}')
+  [[ -z $want ]] && return 0
+  ! grep -vxF -f <(printf '%s\n' "$have") <<<"$want" >/dev/null
+}
+
+# wait_serving TAG: the InferenceService is Ready and its predictor has rolled out what the spec asks for;
+# SERVED := the model version the promotion/rollback hook annotated it with
+wait_serving() {
+  run kubectl wait --for=condition=Ready "inferenceservice/$ISVC" -n "$NS" --timeout="$T_ISVC"
+  poll "${T_ISVC%s}" "the predictor has the InferenceService's annotations" predictor_synced
+  run kubectl rollout status "deployment/$ISVC-predictor" -n "$NS" --timeout="$T_ISVC"
+  run kubectl get inferenceservice "$ISVC" -n "$NS" -o wide
+  SERVED=$(capture "<version at $1>" kubectl get inferenceservice "$ISVC" -n "$NS" \
+    -o "jsonpath={.spec.predictor.annotations.${VERSION_ANNOTATION//./\\.}}")
+  [[ -n $SERVED ]] || die "InferenceService $ISVC has no $VERSION_ANNOTATION annotation: no hook rolled it out"
+  say "serving: $ISVC model version $SERVED"
+}
+
+infer() { # infer TAG: the predictor answers the V2 request with a sane price
+  local url
+  url=$(capture "http://$ISVC-predictor.$NS.svc.cluster.local" \
+    kubectl get inferenceservice "$ISVC" -n "$NS" -o jsonpath='{.status.address.url}')
+  [[ -n $url ]] || die "InferenceService $ISVC has no status.address.url"
+  jobs_pod "e2e-infer-$1" infer --url "$url"
+}
+
+# leftovers: every object of the release still there: all listable kinds in its namespace (less what this script
+# made and what Kubernetes puts in every namespace), its cluster-scoped objects, volumes bound in the namespace.
+# Fails (rather than answering "nothing") when the API cannot be read.
+leftovers() {
+  local kinds found mine cluster pvs
+  kinds=$(kubectl api-resources --verbs=list --namespaced -o name --request-timeout=60s) || return 1
+  kinds=$(grep -Ev '^events(\.events\.k8s\.io)?$' <<<"$kinds" | paste -sd, -)
+  found=$(kubectl get "$kinds" -n "$NS" -o name --request-timeout=60s) || return 1
+  mine=$(kubectl get services,secrets,pods -n "$NS" -l "$E2E_LABEL" -o name --request-timeout=60s) || return 1
+  cluster=$(kubectl get clusterroles,clusterrolebindings,validatingwebhookconfigurations,\
+mutatingwebhookconfigurations,clusterstoragecontainers.serving.kserve.io,clusterservingruntimes.serving.kserve.io \
+    -l "app.kubernetes.io/instance=$RELEASE" -o name --request-timeout=60s) || return 1
+  pvs=$(kubectl get persistentvolumes --request-timeout=60s \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.spec.claimRef.namespace}{"\n"}{end}') || return 1
+  printf '%s\n' "$found" |
+    grep -vxF -f <(printf '%s\n' serviceaccount/default configmap/kube-root-ca.crt "$mine") || true
+  printf '%s\n' "$cluster" | grep -v '^$' || true
+  awk -v ns="$NS" '$2 == ns { print "persistentvolume/" $1 }' <<<"$pvs"
+}
+
+nothing_left() {
+  local out
+  out=$(leftovers) || return 1
+  [[ -z $out ]]
+}
+
+# --- diagnostics and cleanup (EXIT trap) -------------------------------------------------------------------
+diag() { # diag FILE CMD...: run CMD into $ARTIFACTS/FILE, never failing, never hanging
+  local file=$1
+  shift
+  printf '+ %s >> %s\n' "$(fmt "$@")" "$ARTIFACTS/$file" >&3
+  if ((DRY_RUN)); then return 0; fi
+  timeout 120 "$@" >>"$ARTIFACTS/$file" 2>&1 || true
+}
+
+collect_diagnostics() {
+  local ns pod
+  ((DRY_RUN)) || mkdir -p "$ARTIFACTS"
+  diag helm.txt helm list --all-namespaces
+  diag helm.txt helm history "$RELEASE" -n "$NS"
+  diag helm.txt helm status "$RELEASE" -n "$NS"
+  diag helm.txt helm get hooks "$RELEASE" -n "$NS"
+  diag cluster.txt kubectl get nodes,namespaces -o wide
+  diag cluster.txt kubectl get clusterstoragecontainers,clusterservingruntimes -o wide
+  for ns in "$NS" kserve cert-manager "$S3_NS"; do
+    diag "$ns-get.txt" kubectl get all,inferenceservices,servingruntimes,jobs,pvc,configmaps,secrets,ingresses \
+      -n "$ns" -o wide
+    diag "$ns-describe.txt" kubectl describe pods,jobs,deployments,statefulsets,inferenceservices -n "$ns"
+    diag "$ns-events.txt" kubectl get events -n "$ns" --sort-by=.lastTimestamp
+    if ((DRY_RUN)); then
+      diag "$ns-logs.txt" kubectl logs -n "$ns" "pod/<each pod>" --all-containers --prefix --timestamps
+      diag "$ns-logs.txt" kubectl logs -n "$ns" "pod/<each pod>" --all-containers --prefix --previous
+      continue
+    fi
+    for pod in $(timeout 60 kubectl get pods -n "$ns" -o name 2>/dev/null || true); do
+      diag "$ns-logs.txt" kubectl logs -n "$ns" "$pod" --all-containers --prefix --timestamps
+      diag "$ns-logs.txt" kubectl logs -n "$ns" "$pod" --all-containers --prefix --previous
+    done
+  done
+  diag kind-export.txt kind export logs "$ARTIFACTS/kind" --name "$CLUSTER"
+  if ((!DRY_RUN)); then
+    echo "e2e: diagnostics in $ARTIFACTS; the last events in $NS:" >&2
+    tail -n 30 "$ARTIFACTS/$NS-events.txt" >&2 || true
+  fi
+}
+
+delete_cluster() {
+  if ((KEEP)); then
+    say "kept: kind cluster $CLUSTER (KUBECONFIG=$KUBECONFIG); delete it with: kind delete cluster --name $CLUSTER"
+    return 0
+  fi
+  run kind delete cluster --name "$CLUSTER"
+}
+
+on_exit() {
+  local rc=$?
+  trap - EXIT
+  set +e
+  if ((rc != 0)); then
+    echo "e2e: FAILED in phase '$PHASE' (exit $rc); collecting diagnostics" >&2
+    if ((CLUSTER_CREATED)); then collect_diagnostics; fi
+  fi
+  if ((CLUSTER_CREATED)); then delete_cluster; fi
+  exit "$rc"
+}
+
+# --- the run ------------------------------------------------------------------------------------------------
+VERSION=$(sed -n 's/^version *= *"\(.*\)"$/\1/p' hooks/pyproject.toml 2>/dev/null | head -n 1)
+VERSION=${VERSION:-unknown}
+MLFLOW_IMAGE=housing-mlops/mlflow:$VERSION
+JOBS_IMAGE=housing-mlops/jobs:$VERSION
+SERVING_IMAGE=housing-mlops/serving:$VERSION
+
+if ((DRY_RUN)); then
+  echo "e2e: dry run: every command in order, nothing is run (pins: kind $KIND_VERSION, node $KIND_NODE_IMAGE," \
+    "cert-manager $CERT_MANAGER_VERSION, KServe $KSERVE_VERSION)"
+else
+  trap on_exit EXIT
+  mkdir -p "$WORKDIR"
+  rm -rf "$ARTIFACTS"
+fi
+
+phase preflight "tools (kind $KIND_VERSION pinned into .tools/bin; helm, kubectl by make tools)"
+[[ $VERSION != unknown ]] || ((DRY_RUN)) || die "no version in hooks/pyproject.toml"
+if ((!DRY_RUN)); then
+  for tool in docker make go python3 git; do
+    command -v "$tool" >/dev/null || die "$tool is required (see docs/cluster.md)"
+  done
+fi
+run docker info --format '{{.ServerVersion}}'
+if ((DRY_RUN)) || ! kind version 2>/dev/null | grep -q " $KIND_VERSION "; then
+  run timeout 10m env GOBIN="$TOOLS_BIN" go install "sigs.k8s.io/kind@$KIND_VERSION"
+fi
+run kind version
+run timeout 20m make tools
+run helm version --short
+run kubectl version --client
+
+phase cluster "create the kind cluster $CLUSTER (Kubernetes ${KIND_NODE_IMAGE#*:v})"
+if ((!DRY_RUN)) && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  die "a kind cluster named $CLUSTER exists: delete it (kind delete cluster --name $CLUSTER) or set E2E_CLUSTER"
+fi
+CLUSTER_CREATED=1
+run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config ci/kind/cluster.yaml \
+  --kubeconfig "$KUBECONFIG" --wait "$T_NODES"
+run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
+
+phase cert-manager "cert-manager $CERT_MANAGER_VERSION (KServe's webhook certificates)"
+run helm install cert-manager "$CERT_MANAGER_CHART" --version "$CERT_MANAGER_VERSION" \
+  --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout "$T_INFRA"
+
+phase kserve "KServe $KSERVE_VERSION from its OCI charts, kserve-crd then kserve, Standard (raw Deployment) mode"
+run helm install kserve-crd "$KSERVE_CRD_CHART" --version "$KSERVE_VERSION" \
+  --namespace kserve --create-namespace --wait --timeout "$T_INFRA"
+run helm install kserve "$KSERVE_CHART" --version "$KSERVE_VERSION" --namespace kserve \
+  --set kserve.controller.deploymentMode=Standard \
+  --set kserve.controller.gateway.disableIngressCreation=true \
+  --wait --timeout "$T_INFRA"
+run kubectl wait --for=condition=Available deployment --all -n kserve --timeout="${T_INFRA}"
+
+phase s3 "in-cluster S3-compatible store ($S3_ENDPOINT) with the bucket, S3 credentials Secret"
+run kubectl apply -f "$S3_MANIFEST"
+run kubectl rollout status deployment/s3 -n "$S3_NS" --timeout="$T_S3"
+run kubectl wait --for=condition=Complete job/s3-buckets -n "$S3_NS" --timeout="$T_S3"
+run kubectl logs -n "$S3_NS" job/s3-buckets
+run kubectl create namespace "$NS"
+run kubectl create service externalname minio -n "$NS" --external-name "$S3_HOST" --tcp=9000:9000
+run kubectl create secret generic "$S3_SECRET" -n "$NS" \
+  --from-literal=AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
+run kubectl annotate secret "$S3_SECRET" -n "$NS" "serving.kserve.io/s3-endpoint=minio.$NS:9000" \
+  serving.kserve.io/s3-usehttps=0 # used in pinned mode (KServe's own storage initializer)
+run kubectl label service/minio "secret/$S3_SECRET" -n "$NS" "$E2E_LABEL"
+
+phase images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE and load them into kind"
+run timeout 60m make images
+run timeout 20m kind load docker-image --name "$CLUSTER" "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE"
+
+phase seed "seed the DVC remote $DVC_REMOTE (data push from the jobs image)"
+if [[ -n ${HOUSING_CSV:-} ]]; then
+  say "HOUSING_CSV is set: seeding from $HOUSING_CSV"
+  run kubectl run e2e-seed -n "$NS" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
+    --labels="$E2E_LABEL" "${S3_ENV[@]}" --command -- sleep 900
+  run kubectl wait --for=condition=Ready pod/e2e-seed -n "$NS" --timeout=300s
+  run timeout 5m kubectl cp "$HOUSING_CSV" "$NS/e2e-seed:/tmp/housing.csv"
+  run timeout 10m kubectl exec -n "$NS" e2e-seed -- housing-mlops data push /tmp/housing.csv --repo /app \
+    --dvc-remote-url "$DVC_REMOTE" --no-synthetic
+  run kubectl delete pod e2e-seed -n "$NS" --wait --timeout=120s
+else
+  jobs_pod e2e-seed "${S3_ENV[@]}" data push --repo /app --dvc-remote-url "$DVC_REMOTE" --no-synthetic
+fi
+
+phase install "helm install $RELEASE with $VALUES (trains, then the post-install hook promotes)"
+run helm install "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" --wait --timeout "$T_INSTALL"
+run kubectl get pods,jobs -n "$NS" -o wide
+
+phase ready "InferenceService $ISVC Ready and serving"
+wait_serving install
+resolve_production install
+URI_INSTALLED=$URI
+SERVED_INSTALLED=$SERVED
+
+phase test "helm test --logs (V2 inference + MLflow health and alias)"
+run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+
+phase upgrade-accepted "helm upgrade: a retrain that the gate accepts; production moves, the predictor follows"
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" -f ci/kind/upgrade-accepted.yaml \
+  --wait --timeout "$T_INSTALL"
+wait_serving accepted
+resolve_production accepted
+URI_ACCEPTED=$URI
+SERVED_ACCEPTED=$SERVED
+expect_differ "the accepted retrain is in production" "$URI_ACCEPTED" "$URI_INSTALLED"
+expect_differ "the predictor serves the accepted retrain" "$SERVED_ACCEPTED" "$SERVED_INSTALLED"
+infer accepted
+
+phase upgrade-rejected "helm upgrade: a worse retrain that the gate rejects; production stays"
+# The promotion hook exits 3 on a rejected candidate, which fails the hook and so the release (revision 3):
+# that failure is the expected verdict, as long as it is the gate's (exit 3) and nothing else.
+REJECTED_RC=0
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" -f ci/kind/upgrade-rejected.yaml \
+  --wait --timeout "$T_INSTALL" || REJECTED_RC=$?
+if ((DRY_RUN || REJECTED_RC != 0)); then
+  say "helm upgrade failed (${REJECTED_RC/#0/a non-zero exit}): expected if the gate rejected; was it the gate?"
+  run kubectl logs -n "$NS" "job/$RELEASE-promote-3" --tail=20
+  HOOK_EXIT=$(capture 3 kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$RELEASE-promote-3" \
+    -o 'jsonpath={.items[*].status.containerStatuses[*].state.terminated.exitCode}')
+  expect_equal "the promotion hook exited 3: rejected by the gate" "$HOOK_EXIT" 3
+fi
+wait_serving rejected
+resolve_production rejected
+expect_equal "the rejected retrain left production alone" "$URI" "$URI_ACCEPTED"
+expect_equal "the predictor still serves the accepted retrain" "$SERVED" "$SERVED_ACCEPTED"
+infer rejected
+
+# `helm rollback` to the previous revision (2): its post-rollback hook runs `housing-mlops rollback`, which puts
+# production back on the previous champion, the first model. (Helm replays revision 2's stored manifest, so its
+# training Job runs again; only the hook moves the alias.)
+phase rollback "helm rollback: production back on the previous model, which answers"
+run helm rollback "$RELEASE" -n "$NS" --wait --timeout "$T_ROLLBACK"
+wait_serving rollback
+resolve_production rollback
+expect_equal "the rollback put the first model back" "$URI" "$URI_INSTALLED"
+expect_equal "the predictor serves the first model again" "$SERVED" "$SERVED_INSTALLED"
+infer rollback
+run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+run helm history "$RELEASE" -n "$NS"
+
+phase uninstall "helm uninstall: nothing of the release is left"
+run helm uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
+say "leftovers: every listable kind in $NS, cluster-scoped objects labelled $RELEASE, volumes bound in $NS"
+if ! poll "$GONE_SECONDS" "nothing of $RELEASE is left" nothing_left; then
+  echo "e2e: left behind by helm uninstall:" >&2
+  leftovers >&2 || true
+  die "helm uninstall left objects behind"
+fi
+expect_failure "the release is gone" helm status "$RELEASE" -n "$NS"
+run kubectl delete namespace "$NS" --wait --timeout=180s
+
+phase teardown "delete the kind cluster"
+if ((DRY_RUN)); then
+  delete_cluster
+  printf '\n==> on failure (EXIT trap): diagnostics into %s, then the cluster is deleted\n' "$ARTIFACTS"
+  collect_diagnostics
+  echo "e2e: dry run done"
+  exit 0
+fi
+trap - EXIT
+delete_cluster
+echo "e2e: PASSED (install, test, upgrade accepted + rejected, rollback, uninstall)"

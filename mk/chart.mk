@@ -1,0 +1,17 @@
+# Helm chart: pinned tools in .tools/ and the chart tests (see docs/chart.md).
+TOOLS_DIR := $(CURDIR)/.tools
+HELM := $(TOOLS_DIR)/bin/helm
+export HELM_PLUGINS := $(TOOLS_DIR)/helm-plugins
+
+.PHONY: tools chart-test chart-docs
+
+TEST_DEPS += tools
+
+tools: ## install pinned helm, kubectl and the helm-unittest plugin into .tools/
+	@$(PY) tests/chart/install_tools.py --dir $(TOOLS_DIR)
+
+chart-test: venv tools ## helm-unittest, lint, schema + CRD validation, CLI contract
+	$(BIN)/pytest tests/chart
+
+chart-docs: venv ## regenerate charts/housing-mlops/README.md from values.yaml
+	$(BIN)/python tests/chart/values_doc.py --write

@@ -1,0 +1,213 @@
+"""Contract between the chart and the `housing-mlops` CLI (docs/cli.md).
+
+Every command line the chart renders for training, promotion, rollback, the storage container and the test
+pods is run through the real CLI with `--validate-only` and the container's environment: it must parse
+(exit 0), every HOUSING_* variable the chart sets must be one the command reads (a typo would otherwise be
+ignored silently), and the parsed options must say what the chart means (same trigger for training and
+promotion, the InferenceService to roll out, the alias URI...).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import NAMESPACE, RELEASE, ROOT, VALUES_FILES, render, values_id
+
+CLI = Path(sys.executable).parent / "housing-mlops"
+SECRET_PLACEHOLDER = "from-a-secret"
+# variables read by libraries (MLflow, boto3, DVC) or the runtime rather than by CLI options
+STANDARD_ENV = {
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "HOME",
+    "XDG_CACHE_HOME",
+}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    where: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    @property
+    def command(self) -> str:
+        return self.argv[1]
+
+
+def container_env(container: dict) -> dict[str, str]:
+    # valueFrom (Secrets) becomes a placeholder: the CLI sees a value, as in the pod
+    return {item["name"]: item.get("value", SECRET_PLACEHOLDER) for item in container.get("env", [])}
+
+
+def invocations(objects) -> list[Invocation]:
+    """Every housing-mlops command line in a rendering, as the kubelet / KServe would start it."""
+    found = []
+    isvc_uris = [
+        o["spec"]["predictor"]["model"]["storageUri"] for o in objects if o["kind"] == "InferenceService"
+    ]
+    for obj in objects:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] == "ClusterStorageContainer":
+            container = obj["spec"]["container"]
+            prefixes = [f["prefix"] for f in obj["spec"]["supportedUriFormats"]]
+            for uri in isvc_uris:
+                if any(uri.startswith(p) for p in prefixes):
+                    # KServe passes <storageUri> <mount path> as the container's args
+                    argv = (*container["command"], uri, "/mnt/models")
+                    found.append(Invocation(where, argv, tuple(sorted(container_env(container).items()))))
+            continue
+        if obj["kind"] in ("Job", "Pod"):
+            spec = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
+            for container in spec.get("initContainers", []) + spec["containers"]:
+                if container.get("command", [""])[0] != "housing-mlops":
+                    continue
+                argv = (*container["command"], *container.get("args", []))
+                env = tuple(sorted(container_env(container).items()))
+                found.append(Invocation(f"{where}/{container['name']}", argv, env))
+    return found
+
+
+def validate(inv: Invocation, extra_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8"}
+    argv = [str(CLI), "--validate-only", *inv.argv[1:], *extra_args]
+    return subprocess.run(argv, env={**base, **dict(inv.env)}, capture_output=True, text=True, check=False)
+
+
+def cli_envvars() -> dict[str, set[str]]:
+    """Environment variables each subcommand reads, from the CLI's own option declarations."""
+    from housing_mlops.cli import cli
+
+    out = {}
+    global_vars = {p.envvar for p in cli.params if isinstance(p.envvar, str)}
+    for name, command in cli.commands.items():
+        out[name] = global_vars | {p.envvar for p in command.params if isinstance(p.envvar, str)}
+    return out
+
+
+# first install (training pod: train + bootstrap promotion) and upgrade (train only) of every values file
+RENDERED = {values_id(v): invocations(render((v,))) for v in VALUES_FILES}
+UPGRADES = [inv for v in VALUES_FILES for inv in invocations(render((v,), upgrade=True))]
+UNIQUE = sorted(
+    {inv for invs in RENDERED.values() for inv in invs} | set(UPGRADES),
+    key=lambda i: (i.where, i.argv, i.env),
+)
+
+
+def test_cli_is_installed():
+    assert CLI.exists(), f"{CLI} missing: run `make venv`"
+
+
+def test_every_component_is_covered():
+    commands = {inv.command for inv in UNIQUE}
+    assert {"train", "promote", "rollback", "fetch-model", "infer", "check"} <= commands
+
+
+@pytest.mark.parametrize("inv", UNIQUE, ids=lambda i: f"{i.where}:{' '.join(i.argv[1:3])}")
+def test_cli_accepts_rendered_command(inv: Invocation):
+    result = validate(inv)
+    assert result.returncode == 0, f"{' '.join(inv.argv)} rejected:\n{result.stderr}{result.stdout}"
+    parsed = json.loads(result.stdout)
+    assert parsed["command"] == f"housing-mlops {inv.command}"
+
+
+@pytest.mark.parametrize("inv", UNIQUE, ids=lambda i: f"{i.where}:{' '.join(i.argv[1:3])}")
+def test_chart_sets_only_variables_the_command_reads(inv: Invocation):
+    reads = cli_envvars()[inv.command]
+    unknown = {k for k, _ in inv.env if k not in reads and k not in STANDARD_ENV}
+    assert unknown == set(), f"{inv.where} sets variables `housing-mlops {inv.command}` ignores"
+
+
+def parsed(inv: Invocation) -> dict:
+    result = validate(inv)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["params"]
+
+
+def by_command(values: str, command: str) -> list[Invocation]:
+    return [i for i in RENDERED[values] if i.command == command]
+
+
+def test_training_and_promotion_share_the_trigger():
+    """The hook promotes exactly the version this revision's training Job registered."""
+    defaults = "charts/housing-mlops/ci/01-defaults-values.yaml"
+    (train,) = [parsed(i) for i in by_command(defaults, "train")]
+    promotes = [parsed(i) for i in by_command(defaults, "promote")]
+    assert train["trigger"] == f"{RELEASE}-1"
+    assert promotes and all(p["trigger"] == train["trigger"] for p in promotes)
+
+
+def test_promotion_rolls_out_the_inference_service():
+    hook = next(i for i in by_command("values/staging.yaml", "promote") if "-promote-" in i.where)
+    params = parsed(hook)
+    assert params["isvc_name"] == "housing-model"
+    assert params["isvc_namespace"] == NAMESPACE
+
+
+def test_prod_gate_is_strict():
+    hook = next(i for i in by_command("values/prod.yaml", "promote") if "-promote-" in i.where)
+    params = parsed(hook)
+    assert params["max_regression_pct"] == 0
+    assert params["threshold"] == 50000
+
+
+def test_storage_container_fetches_the_alias():
+    (fetch,) = [parsed(i) for i in by_command("values/staging.yaml", "fetch-model")]
+    assert fetch["uri"] == "mlflow://housing-model@production"
+    assert fetch["dest"] == "/mnt/models"
+    assert fetch["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
+
+
+def test_inference_test_targets_the_predictor():
+    (infer,) = [parsed(i) for i in by_command("values/kind.yaml", "infer")]
+    assert infer["url"] == f"http://housing-model-predictor.{NAMESPACE}.svc.cluster.local"
+    assert infer["model_name"] == "housing-model"
+
+
+def test_contract_check_can_fail():
+    """A value the CLI cannot parse, or an unknown flag, is caught."""
+    train = by_command("charts/housing-mlops/ci/01-defaults-values.yaml", "train")[0]
+    env = dict(train.env) | {"HOUSING_TEST_SIZE": "0.9"}
+    bad = Invocation(train.where, train.argv, tuple(sorted(env.items())))
+    assert validate(bad).returncode == 2
+    assert validate(train, ("--no-such-flag",)).returncode == 2
+
+
+def mlflow_cli_flags() -> set[str]:
+    """Option names declared in the locked mlflow's CLI sources (importing mlflow.cli takes ~15 s)."""
+    spec = importlib.util.find_spec("mlflow")
+    assert spec is not None and spec.submodule_search_locations, "mlflow is not installed in the venv"
+    package = Path(next(iter(spec.submodule_search_locations)))
+    flags = set()
+    for source in (package / "cli" / "__init__.py", package / "utils" / "cli_args.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("--"):
+                flags.update(node.value.split("/"))
+    return flags
+
+
+def test_mlflow_server_flags_exist():
+    """The MLflow container's flags exist in the locked mlflow (the image installs the same lock)."""
+    objects = render((ROOT / "values" / "prod.yaml",))
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "server"
+    known = mlflow_cli_flags()
+    assert {"--host", "--allowed-hosts"} <= known
+    unknown = [a for a in args[1:] if a.split("=", 1)[0] not in known]
+    assert unknown == []

@@ -1,0 +1,797 @@
+"""The kind e2e (ci/e2e.sh) and the CI workflow, checked without a cluster.
+
+No container registry is reachable here, so the e2e cannot run; these tests make sure it is right by
+construction: shellcheck and actionlint clean; `--dry-run` walks every phase in order with every wait
+bounded and everything installed beyond our chart pinned; the real code path, driven by stand-in tools,
+passes when every verdict is right, fails on each wrong one, and on failure collects diagnostics and deletes
+the cluster; every helm/kubectl/kind command line parses with the pinned tools; and the names the script
+relies on are the chart's and values/kind.yaml's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "ci" / "e2e.sh"
+KIND_DIR = ROOT / "ci" / "kind"
+WORKFLOWS = ROOT / ".github" / "workflows"
+TOOLS_BIN = ROOT / ".tools" / "bin"
+
+PHASES = [
+    "preflight",
+    "cluster",
+    "cert-manager",
+    "kserve",
+    "s3",
+    "images",
+    "seed",
+    "install",
+    "ready",
+    "test",
+    "upgrade-accepted",
+    "upgrade-rejected",
+    "rollback",
+    "uninstall",
+    "teardown",
+]
+SEMVER = r"v?\d+\.\d+\.\d+"
+
+
+def _tool(name: str) -> str | None:
+    local = TOOLS_BIN / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which(name)
+
+
+@pytest.fixture(scope="session")
+def linters() -> dict[str, str]:
+    """shellcheck and actionlint; `make e2e-tools` installs them once if missing, else the tests skip."""
+    found = {name: _tool(name) for name in ("shellcheck", "actionlint")}
+    if not all(found.values()):
+        result = subprocess.run(
+            ["make", "-s", "e2e-tools"], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False
+        )
+        found = {name: _tool(name) for name in found}
+        missing = [name for name, path in found.items() if not path]
+        if missing:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+            pytest.skip(f"cannot install {', '.join(missing)} (`make e2e-tools`: {' | '.join(tail)})")
+    return found  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The lines of `ci/e2e.sh --dry-run`, run with nothing but coreutils on PATH."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path_factory.mktemp("home")),
+        "E2E_WORKDIR": str(tmp_path_factory.mktemp("e2e")),
+    }
+    result = subprocess.run(
+        [str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def _commands(lines: list[str]) -> list[str]:
+    return [line[2:] for line in lines if line.startswith("+ ")]
+
+
+def _main_run(lines: list[str]) -> list[str]:
+    """The dry run up to the failure section (what runs when nothing fails)."""
+    end = next(i for i, line in enumerate(lines) if line.startswith("==> on failure"))
+    return lines[:end]
+
+
+def _script_text() -> str:
+    return SCRIPT.read_text()
+
+
+def _script_var(name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)", _script_text(), re.MULTILINE)
+    assert match, f"{name} is not set in ci/e2e.sh"
+    return match.group(1)
+
+
+# --- linters ---------------------------------------------------------------------------------------------
+
+
+def test_shell_scripts_pass_shellcheck(linters: dict[str, str]) -> None:
+    scripts = sorted(str(p) for p in (ROOT / "ci").rglob("*.sh"))
+    assert str(SCRIPT) in scripts
+    result = subprocess.run(
+        [linters["shellcheck"], "--severity=style", "--external-sources", *scripts],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_pass_actionlint(linters: dict[str, str]) -> None:
+    workflows = sorted(str(p) for p in WORKFLOWS.glob("*.y*ml"))
+    assert workflows, "no workflow under .github/workflows"
+    result = subprocess.run(
+        [linters["actionlint"], f"-shellcheck={linters['shellcheck']}", *workflows],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the dry run -----------------------------------------------------------------------------------------
+
+
+def test_help_and_bad_arguments() -> None:
+    result = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0
+    assert "--dry-run" in result.stdout
+    assert "set -" not in result.stdout
+    result = subprocess.run([str(SCRIPT), "--bogus"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert "unknown argument: --bogus" in result.stderr
+
+
+def test_dry_run_walks_every_phase_in_order(dry_run: list[str]) -> None:
+    phases = [m.group(1) for line in dry_run if (m := re.match(r"==> phase (\S+):", line))]
+    assert phases == PHASES
+
+
+def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
+    """The story of the e2e, one expected command per step, each after the previous one."""
+    steps = [
+        r"GOBIN=\S+ go install sigs\.k8s\.io/kind@v[\d.]+$",
+        r"^timeout \d+m make tools$",
+        r"^kind create cluster --name \S+ --image kindest/node:v[\d.]+@sha256:[0-9a-f]{64} "
+        r"--config ci/kind/cluster\.yaml",
+        r"^helm install cert-manager oci://\S+/cert-manager --version v[\d.]+ .*--set crds\.enabled=true",
+        r"^helm install kserve-crd oci://ghcr\.io/kserve/charts/kserve-crd --version v[\d.]+ ",
+        r"^helm install kserve oci://ghcr\.io/kserve/charts/kserve --version v[\d.]+ .*"
+        r"--set kserve\.controller\.deploymentMode=Standard",
+        r"^kubectl apply -f ci/kind/s3\.yaml$",
+        r"^kubectl wait --for=condition=Complete job/s3-buckets ",
+        r"^timeout \d+m make images$",
+        r"^timeout \d+m kind load docker-image --name \S+ housing-mlops/mlflow:\S+ housing-mlops/jobs:\S+ "
+        r"housing-mlops/serving:\S+$",
+        r"^kubectl run e2e-seed .* -- data push ",
+        r"^helm install housing charts/housing-mlops -n housing -f values/kind\.yaml ",
+        r"^kubectl wait --for=condition=Ready inferenceservice/housing-model ",
+        r"^kubectl run e2e-resolve-install .* -- resolve --alias production$",
+        r"^helm test housing -n housing --logs ",
+        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-accepted\.yaml ",
+        r"^kubectl run e2e-resolve-accepted ",
+        r"^kubectl run e2e-infer-accepted .* -- infer --url ",
+        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-rejected\.yaml ",
+        r"^kubectl run e2e-resolve-rejected ",
+        r"^helm rollback housing -n housing ",
+        r"^kubectl wait --for=condition=Ready inferenceservice/housing-model ",
+        r"^kubectl run e2e-resolve-rollback ",
+        r"^kubectl run e2e-infer-rollback .* -- infer --url ",
+        r"^helm test housing -n housing --logs ",
+        r"^helm uninstall housing -n housing ",
+        r"^poll --timeout=\d+s nothing_left$",
+        r"^kind delete cluster --name \S+$",
+    ]
+    commands = _commands(_main_run(dry_run))
+    at = 0
+    for step in steps:
+        pattern = re.compile(step)
+        for i in range(at, len(commands)):
+            if pattern.search(commands[i]):
+                at = i + 1
+                break
+        else:
+            seen = "\n".join(commands[max(0, at - 3) : at + 3])
+            pytest.fail(f"no command matching {step!r} after:\n{seen}")
+
+
+def test_dry_run_seeds_from_housing_csv(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "E2E_WORKDIR": str(tmp_path),
+        "HOUSING_CSV": "/d/h.csv",
+    }
+    result = subprocess.run(
+        [str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    seed = "\n".join(
+        _commands(result.stdout.split("==> phase seed")[1].split("==> phase install")[0].splitlines())
+    )
+    assert "kubectl cp /d/h.csv housing/e2e-seed:/tmp/housing.csv" in seed
+    assert re.search(r"kubectl exec .* -- housing-mlops data push /tmp/housing.csv .*--no-synthetic", seed)
+    assert "kubectl delete pod e2e-seed" in seed
+
+
+def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
+    checks = [line.strip() for line in dry_run if line.strip().startswith("check:")]
+    expected = [
+        ("the accepted retrain is in production", "!="),
+        ("the predictor serves the accepted retrain", "!="),
+        ("the promotion hook exited 3: rejected by the gate", "=="),
+        ("the rejected retrain left production alone", "=="),
+        ("the predictor still serves the accepted retrain", "=="),
+        ("the rollback put the first model back", "=="),
+        ("the predictor serves the first model again", "=="),
+        ("the release is gone", "fails"),
+    ]
+    assert len(checks) == len(expected), checks
+    for check, (what, how) in zip(checks, expected, strict=True):
+        assert what in check and how in check, (check, what)
+
+
+def test_every_wait_is_bounded(dry_run: list[str]) -> None:
+    unbounded = []
+    for cmd in _commands(dry_run):
+        if re.match(r"(kubectl (wait|rollout status)|poll)\b", cmd) and not re.search(
+            r"--timeout=\d+[sm]\b", cmd
+        ):
+            unbounded.append(cmd)
+        if re.match(r"helm (install|upgrade|rollback|uninstall|test)\b", cmd) and not re.search(
+            r"--timeout \d+[sm]\b", cmd
+        ):
+            unbounded.append(cmd)
+        if re.match(r"helm (install|upgrade|rollback)\b", cmd) and "--wait" not in cmd.split():
+            unbounded.append(f"{cmd}  (no --wait)")
+        if cmd.startswith("kind create cluster") and not re.search(r"--wait \d+[sm]\b", cmd):
+            unbounded.append(cmd)
+        if re.match(r"kubectl delete\b", cmd) and "--wait" in cmd.split() and "--timeout=" not in cmd:
+            unbounded.append(cmd)
+    assert not unbounded, "\n".join(unbounded)
+
+
+def test_polls_and_long_commands_are_bounded(dry_run: list[str]) -> None:
+    text = _script_text()
+    assert re.search(r"deadline=\$\(\(SECONDS \+ limit\)\)", text), "poll() has no deadline"
+    assert not re.search(r"kubectl (run|logs)\b[^\n]*(--rm|-f\b|--follow)", text), (
+        "an attached kubectl can hang"
+    )
+    long_running = r"(go install|make tools|make images|kind load|kubectl (exec|cp))\b"
+    for cmd in _commands(_main_run(dry_run)):
+        words = cmd.split()
+        if re.search(long_running, cmd):
+            assert words[0] == "timeout" and re.fullmatch(r"\d+[sm]", words[1]), f"unbounded: {cmd}"
+
+
+def test_failure_trap_collects_diagnostics(dry_run: list[str]) -> None:
+    start = next(i for i, line in enumerate(dry_run) if line.startswith("==> on failure"))
+    on_failure = "\n".join(_commands(dry_run[start:]))
+    for needle in (
+        "kubectl describe pods",
+        "kubectl get events -n housing --sort-by=.lastTimestamp",
+        "kubectl logs -n housing",
+        "--previous",
+        "kubectl get events -n kserve",
+        "helm history housing",
+        "kind export logs",
+    ):
+        assert needle in on_failure, needle
+    assert re.search(r"^\s*trap on_exit EXIT$", _script_text(), re.MULTILINE)
+
+
+# --- the e2e's contract with the chart and values/kind.yaml -----------------------------------------------
+
+KSERVE_APIS = (
+    "serving.kserve.io/v1beta1/InferenceService",
+    "serving.kserve.io/v1alpha1/ServingRuntime",
+    "serving.kserve.io/v1alpha1/ClusterStorageContainer",
+)
+
+
+def _render(*overlays: str) -> list[dict]:
+    helm = TOOLS_BIN / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not in .tools/bin (`make tools` installs it)")
+    if not (ROOT / "charts/housing-mlops/Chart.yaml").is_file() or not (ROOT / "values/kind.yaml").is_file():
+        pytest.skip("the chart or values/kind.yaml is not there yet")
+    args = [
+        str(helm),
+        "template",
+        "housing",
+        "charts/housing-mlops",
+        "-n",
+        "housing",
+        "-f",
+        "values/kind.yaml",
+    ]
+    for overlay in overlays:
+        args += ["-f", overlay]
+    for api in KSERVE_APIS:
+        args += ["--api-versions", api]
+    env = {**os.environ, "HELM_CACHE_HOME": str(ROOT / ".tools" / "helm-cache")}
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, f"{shlex.join(args[1:])}:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _env(docs: list[dict], kind: str, name_re: str) -> dict[str, str]:
+    (obj,) = [d for d in docs if d["kind"] == kind and re.fullmatch(name_re, d["metadata"]["name"])]
+    spec = obj["spec"]["template"]["spec"]
+    containers = spec.get("initContainers", []) + spec["containers"]
+    return {e["name"]: e.get("value", "<from secret>") for c in containers for e in c.get("env", [])}
+
+
+@pytest.mark.parametrize("overlay", ["", "ci/kind/upgrade-accepted.yaml", "ci/kind/upgrade-rejected.yaml"])
+def test_the_chart_accepts_what_the_e2e_installs(overlay: str) -> None:
+    """values/kind.yaml and each upgrade overlay pass the chart's strict schema and render."""
+    docs = _render(*filter(None, [overlay]))
+    assert any(d["kind"] == "InferenceService" for d in docs)
+
+
+def test_the_rejected_retrain_is_worse_and_the_gate_strict() -> None:
+    env = _env(_render("ci/kind/upgrade-rejected.yaml"), "Job", r"housing-train-\d+")
+    assert env["HOUSING_MAX_ITER"] == "1"
+    assert env["HOUSING_MAX_DEPTH"] == "1"
+    promote = _env(_render("ci/kind/upgrade-rejected.yaml"), "Job", r"housing-promote-\d+")
+    assert promote["HOUSING_GATE_MAX_REGRESSION_PCT"] == "0"
+
+
+def test_names_the_e2e_relies_on_match_the_chart() -> None:
+    docs = _render()
+    by_kind: dict[str, set[str]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], set()).add(d["metadata"]["name"])
+    assert _script_var("ISVC") in by_kind["InferenceService"]
+    mlflow = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "housing-mlflow"]
+    assert mlflow, by_kind.get("Service")
+    assert 5000 in [p["port"] for p in mlflow[0]["spec"]["ports"]]
+    train = _env(docs, "Job", r"housing-train-1")
+    assert train["MLFLOW_TRACKING_URI"] == "http://housing-mlflow.housing.svc.cluster.local:5000"
+    assert train["HOUSING_DVC_REMOTE_URL"] == _script_var("DVC_REMOTE")
+    endpoint = _script_var("S3_ENDPOINT").replace("${NS}", "housing")
+    assert endpoint in {train.get("AWS_ENDPOINT_URL_S3"), train.get("MLFLOW_S3_ENDPOINT_URL")}, train
+    # the rejected upgrade (revision 3) reads the verdict from the hook Job <release>-promote-<revision>
+    assert "housing-promote-1" in by_kind["Job"], by_kind["Job"]
+
+
+def test_secret_bucket_and_remote_match_values_kind() -> None:
+    kind = (
+        yaml.safe_load((ROOT / "values/kind.yaml").read_text())
+        if (ROOT / "values/kind.yaml").is_file()
+        else None
+    )
+    if kind is None:
+        pytest.skip("values/kind.yaml is not there yet")
+    s3 = kind["global"]["s3"]
+    assert s3["existingSecret"] == _script_var("S3_SECRET")
+    assert s3["endpoint"].replace("{{ .Release.Namespace }}", "${NS}") == _script_var("S3_ENDPOINT")
+    bucket_job = (KIND_DIR / "s3.yaml").read_text()
+    assert f'"{s3["bucket"]}"' in bucket_job, "ci/kind/s3.yaml does not create the chart's bucket"
+    remote = kind["training"]["data"]["remoteUrl"]
+    assert remote == _script_var("DVC_REMOTE")
+    assert remote.startswith(f"s3://{s3['bucket']}/"), "the DVC remote is in a bucket nobody creates"
+    assert kind["postgresql"]["persistence"]["whenDeleted"] == "Delete", "uninstall would leave the PVC"
+
+
+def test_the_images_the_e2e_loads_are_the_ones_the_chart_runs() -> None:
+    """ci/e2e.sh loads housing-mlops/*:<hooks/pyproject.toml version>; the chart defaults to its appVersion."""
+    chart_yaml = ROOT / "charts/housing-mlops/Chart.yaml"
+    if not chart_yaml.is_file():
+        pytest.skip("the chart is not there yet")
+    version = re.search(r'^version = "(.+)"', (ROOT / "hooks/pyproject.toml").read_text(), re.MULTILINE)
+    assert version
+    assert str(yaml.safe_load(chart_yaml.read_text())["appVersion"]) == version.group(1)
+    dry = subprocess.run(
+        ["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    if dry.returncode != 0 or "Nothing to be done" in dry.stdout:
+        pytest.skip(f"`make images` is not defined yet (images issue): {dry.stderr.strip()[-200:]}")
+    called = " ".join((ROOT / w).read_text() for w in dry.stdout.split() if (ROOT / w).is_file())
+    for name in ("mlflow", "jobs", "serving"):
+        assert re.search(rf"\b{name}\b", dry.stdout), f"`make images` does not build {name}"
+    assert "housing-mlops" in dry.stdout + called, "`make images` does not tag the images housing-mlops/*"
+
+
+# --- the third-party charts take the settings we pass -------------------------------------------------------
+
+
+def _module_source(module: str, version: str, cwd: Path) -> Path:
+    """A Go module's source at a version (through the Go module proxy), e.g. a project's Helm charts."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("go is not installed")
+    result = subprocess.run(
+        [go, "mod", "download", "-json", f"{module}@{version}"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot download {module}@{version}: {result.stdout.strip()[-200:]}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def _helm_install_sets(dry_run: list[str], release: str) -> list[str]:
+    (cmd,) = [c for c in _commands(dry_run) if c.startswith(f"helm install {release} ")]
+    words = shlex.split(cmd)
+    return [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+
+
+def test_kserve_charts_take_our_settings(dry_run: list[str], tmp_path: Path) -> None:
+    """KServe's own charts at the pinned tag render with our --set flags: Standard mode, no Ingress objects."""
+    helm = TOOLS_BIN / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not in .tools/bin (`make tools` installs it)")
+    version = _script_var("KSERVE_VERSION")
+    charts = _module_source("github.com/kserve/kserve", version, tmp_path) / "charts"
+    for oci, folder in (("KSERVE_CRD_CHART", "kserve-crd"), ("KSERVE_CHART", "kserve-resources")):
+        meta = yaml.safe_load((charts / folder / "Chart.yaml").read_text())
+        assert meta["name"] == _script_var(oci).rsplit("/", 1)[1]
+        assert meta["version"] == version
+    args = [str(helm), "template", "kserve", str(charts / "kserve-resources"), "-n", "kserve"]
+    for value in _helm_install_sets(dry_run, "kserve"):
+        args += ["--set", value]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    (config,) = [
+        d
+        for d in yaml.safe_load_all(result.stdout)
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "inferenceservice-config"
+    ]
+    assert json.loads(config["data"]["deploy"])["defaultDeploymentMode"] == "Standard"
+    assert json.loads(config["data"]["ingress"])["disableIngressCreation"] is True
+
+
+def test_cert_manager_chart_takes_our_settings(dry_run: list[str], tmp_path: Path) -> None:
+    helm = TOOLS_BIN / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not in .tools/bin (`make tools` installs it)")
+    source = _module_source(
+        "github.com/cert-manager/cert-manager", _script_var("CERT_MANAGER_VERSION"), tmp_path
+    )
+    chart = source / "deploy" / "charts" / "cert-manager"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["name"] == "cert-manager"
+    args = [str(helm), "template", "cert-manager", str(chart), "-n", "cert-manager"]
+    for value in _helm_install_sets(dry_run, "cert-manager"):
+        args += ["--set", value]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    crds = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) >= 6, (
+        "crds.enabled=true installs cert-manager's CRDs (KServe's webhook certificates need them)"
+    )
+
+
+def test_manifests_we_apply_are_valid_for_the_node_version() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    node = re.search(r":v(\d+\.\d+)\.", _script_var("KIND_NODE_IMAGE"))
+    assert node
+    errors = []
+    for path in sorted(KIND_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            # values overlays (no apiVersion) are checked against the chart's schema elsewhere
+            if not doc or "apiVersion" not in doc or doc["apiVersion"].startswith("kind.x-k8s.io/"):
+                continue
+            try:
+                kubernetes_validate.validate(doc, f"{node.group(1)}.0", strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"{path.name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_kind_cluster_config() -> None:
+    config = yaml.safe_load((KIND_DIR / "cluster.yaml").read_text())
+    assert config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert config["kind"] == "Cluster"
+    assert [n["role"] for n in config["nodes"]] == ["control-plane"]
+    assert all("image" not in n for n in config["nodes"]), "the node image is pinned in ci/e2e.sh only"
+
+
+# --- pins ------------------------------------------------------------------------------------------------
+
+
+def test_everything_beyond_our_chart_is_pinned(dry_run: list[str]) -> None:
+    for cmd in _commands(_main_run(dry_run)):
+        words = cmd.split()
+        if re.match(r"helm (install|upgrade|template|pull)\b", cmd):
+            chart = words[3]
+            if not chart.startswith("charts/"):
+                assert chart.startswith("oci://"), f"chart from a mutable repo alias: {cmd}"
+                version = words[words.index("--version") + 1] if "--version" in words else ""
+                assert re.fullmatch(SEMVER, version), f"chart not pinned: {cmd}"
+        if re.match(r"kubectl (apply|create) -f\b", cmd):
+            target = words[3]
+            if target.startswith(("http://", "https://")):
+                assert re.search(rf"/{SEMVER}/", target), f"manifest URL without a version: {cmd}"
+            else:
+                assert target.startswith("ci/kind/"), f"manifest outside ci/kind: {cmd}"
+        if re.search(r"\bgo install\b", cmd):
+            assert re.search(rf"@{SEMVER}$", cmd), f"go install without a version: {cmd}"
+        if cmd.startswith("kind create cluster"):
+            image = words[words.index("--image") + 1]
+            assert re.fullmatch(r"kindest/node:v[\d.]+@sha256:[0-9a-f]{64}", image), image
+    assert re.fullmatch(SEMVER, _script_var("KIND_VERSION"))
+    assert re.fullmatch(SEMVER, _script_var("CERT_MANAGER_VERSION"))
+    assert re.fullmatch(SEMVER, _script_var("KSERVE_VERSION"))
+
+
+def test_manifests_we_apply_pin_their_images() -> None:
+    images = []
+    for path in sorted(KIND_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            images += [(path.name, image) for image in _images(doc)]
+    assert images, "no image in ci/kind/*.yaml"
+    for name, image in images:
+        ref = image.split("@")[0]
+        tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else ""
+        assert "@sha256:" in image or re.fullmatch(r"v?\d+(\.\d+)+[-\w.]*", tag), (
+            f"{name}: {image} not pinned"
+        )
+        assert tag != "latest", f"{name}: {image}"
+
+
+def _images(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["image"]] if isinstance(node.get("image"), str) else []
+        return found + [i for v in node.values() for i in _images(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _images(v)]
+    return []
+
+
+def test_s3_store_matches_the_lock() -> None:
+    """The in-cluster store runs the moto version the local stack runs (requirements.lock)."""
+    lock = (ROOT / "requirements.lock").read_text()
+    match = re.search(r"^moto==([\d.]+)", lock, re.MULTILINE)
+    if not match:
+        pytest.skip("moto is not in requirements.lock")
+    assert f"motoserver/moto:{match.group(1)}" in (KIND_DIR / "s3.yaml").read_text()
+
+
+def test_workflow_actions_are_pinned_to_commits() -> None:
+    uses = []
+    for path in WORKFLOWS.glob("*.y*ml"):
+        for line in path.read_text().splitlines():
+            if m := re.match(r"\s*-?\s*uses:\s*(\S+)(.*)$", line):
+                uses.append((path.name, m.group(1), m.group(2)))
+    assert uses
+    for name, ref, comment in uses:
+        if ref.startswith("./"):
+            continue
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref), f"{name}: {ref} is not a commit SHA"
+        assert re.search(rf"#\s*{SEMVER}", comment), f"{name}: {ref} has no version comment"
+
+
+def test_workflow_runs_make_test_and_the_e2e() -> None:
+    workflow = yaml.safe_load((WORKFLOWS / "ci.yaml").read_text())
+    runs = {job: [s.get("run", "") for s in spec["steps"]] for job, spec in workflow["jobs"].items()}
+    assert any("make test" in r for steps in runs.values() for r in steps)
+    assert any(r.strip() == "ci/e2e.sh" for steps in runs.values() for r in steps)
+    for job, spec in workflow["jobs"].items():
+        assert spec.get("timeout-minutes"), f"job {job} has no timeout"
+
+
+# --- the real code path, driven by stand-in tools ---------------------------------------------------
+
+STUB = r"""#!/usr/bin/env bash
+# stand-in for docker/kind/kubectl/helm/make/go/git: log the call, answer what the e2e reads, fail on demand
+name=$(basename "$0")
+line="$name $*"
+echo "$line" >>"$STUB_LOG"
+printf '%s\0' "$name" "$@" $'\x1e' >>"$STUB_LOG.argv"  # exact argv, for the flag check
+if [[ -n ${STUB_FAIL:-} && $line =~ $STUB_FAIL ]]; then echo "stub: $line fails" >&2; exit 1; fi
+case "$line" in
+  "kind version"*) echo "kind v0.33.0 go1.26 linux/amd64" ;;
+  "helm status"*) echo "Error: release: not found" >&2; exit 1 ;;
+  "kind get clusters"*) echo "${STUB_CLUSTERS:-}" ;;
+  *"jsonpath={.status.phase}"*) echo Succeeded ;;
+  "kubectl get pods -n "*" -o name") echo pod/stub-0 ;;
+  "kubectl logs -n housing pod/e2e-resolve-"*)
+    tag=${line##*pod/e2e-resolve-}
+    for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
+  *"state.terminated.exitCode}"*) echo "${STUB_HOOK_EXIT:-}" ;;
+  *"jsonpath={.status.address.url}"*) echo "http://housing-model-predictor.housing.svc.cluster.local" ;;
+  *"jsonpath={.spec.predictor.annotations.housing-mlops"*)
+    n=$(( $(cat "$STUB_LOG.served" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" >"$STUB_LOG.served"
+    read -ra served <<<"${STUB_SERVED:-}"
+    echo "${served[n-1]:-}" ;;
+esac
+exit 0
+"""
+URIS = "install=s3://mlflow/1/m-a/artifacts accepted=s3://mlflow/1/m-b/artifacts"
+URIS_OK = f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-a/artifacts"
+
+
+def _stub_run(
+    tmp_path: Path,
+    fail: str = "^$",
+    clusters: str = "",
+    uris: str = "",
+    served: str = "1 2 2 1",
+    hook_exit: str = "",
+) -> tuple[int, str, list[str]]:
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("docker", "kind", "kubectl", "helm", "make", "go", "git"):
+        path = stubs / name
+        path.write_text(STUB)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "calls.log"
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "E2E_TOOLS_BIN": str(stubs),
+        "E2E_WORKDIR": str(tmp_path / "e2e"),
+        "STUB_LOG": str(log),
+        "STUB_FAIL": fail,
+        "STUB_CLUSTERS": clusters,
+        "STUB_URIS": uris,
+        "STUB_SERVED": served,
+        "STUB_HOOK_EXIT": hook_exit,
+    }
+    result = subprocess.run(
+        [str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result.returncode, result.stdout + result.stderr, calls
+
+
+def _index(calls: list[str], pattern: str) -> int:
+    return next(i for i, call in enumerate(calls) if re.search(pattern, call))
+
+
+def test_the_happy_path_passes_and_checks_each_verdict(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, uris=URIS_OK)
+    assert rc == 0, out
+    assert "e2e: PASSED" in out
+    assert _index(calls, r"^helm rollback housing ") < _index(calls, r"^kubectl run e2e-infer-rollback ")
+    assert calls[-1] == "kind delete cluster --name housing-e2e"
+    assert not (tmp_path / "e2e" / "artifacts").exists()
+
+
+def test_a_release_failed_by_the_gate_is_the_expected_verdict(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, fail="upgrade-rejected", uris=URIS_OK, hook_exit="3")
+    assert rc == 0, out
+    assert "the promotion hook exited 3: rejected by the gate (3 == 3)" in out
+    assert _index(calls, "upgrade-rejected") < _index(
+        calls, r"^kubectl logs -n housing job/housing-promote-3"
+    )
+
+
+def test_a_release_failed_by_anything_else_fails_the_run(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, fail="upgrade-rejected", uris=URIS_OK, hook_exit="1")
+    assert rc != 0
+    assert "the promotion hook exited 3: rejected by the gate: got '1', expected '3'" in out
+    assert calls[-1] == "kind delete cluster --name housing-e2e"
+
+
+@pytest.mark.parametrize(
+    ("uris", "message"),
+    [
+        (f"{URIS} rejected=s3://mlflow/1/m-c/artifacts", "the rejected retrain left production alone"),
+        ("install=s3://mlflow/1/m-a/artifacts accepted=s3://mlflow/1/m-a/artifacts", "accepted retrain"),
+        (
+            f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-b/artifacts",
+            "the rollback put the first model back",
+        ),
+    ],
+    ids=["rejected-but-moved", "accepted-but-stayed", "rollback-not-back"],
+)
+def test_a_wrong_verdict_fails_the_run(tmp_path: Path, uris: str, message: str) -> None:
+    rc, out, calls = _stub_run(tmp_path, uris=uris)
+    assert rc != 0
+    assert message in out
+    assert calls[-1] == "kind delete cluster --name housing-e2e"
+
+
+@pytest.mark.parametrize(
+    ("served", "message"),
+    [
+        ("1 1", "the predictor serves the accepted retrain"),
+        ("1 2 3", "the predictor still serves the accepted retrain"),
+        ("1 2 2 2", "the predictor serves the first model again"),
+        ("", "has no housing-mlops.io/model-version annotation"),
+    ],
+    ids=["accepted-not-served", "rejected-served", "rollback-not-served", "never-rolled-out"],
+)
+def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, message: str) -> None:
+    rc, out, _ = _stub_run(tmp_path, uris=URIS_OK, served=served)
+    assert rc != 0
+    assert message in out, out
+
+
+def test_a_failed_install_collects_diagnostics_then_deletes_the_cluster(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, fail=r"^helm install housing ")
+    assert rc != 0
+    assert "FAILED in phase 'install'" in out, out
+    after = calls[_index(calls, r"^helm install housing ") + 1 :]
+    for pattern in (
+        r"^kubectl describe pods,.* -n housing$",
+        r"^kubectl get events -n housing --sort-by=\.lastTimestamp$",
+        r"^kubectl logs -n housing pod/stub-0 --all-containers --prefix --timestamps$",
+        r"^kubectl logs -n housing pod/stub-0 --all-containers --prefix --previous$",
+        r"^kubectl get events -n kserve ",
+        r"^helm history housing ",
+        r"^kind export logs ",
+    ):
+        assert any(re.search(pattern, call) for call in after), pattern
+    assert after[-1] == "kind delete cluster --name housing-e2e", after[-3:]
+    assert (tmp_path / "e2e" / "artifacts" / "housing-events.txt").is_file()
+    assert not any(call.startswith("helm test") for call in calls)
+
+
+def test_no_cluster_no_cleanup_when_preflight_fails(tmp_path: Path) -> None:
+    rc, _, calls = _stub_run(tmp_path, fail=r"^docker info")
+    assert rc != 0
+    assert not any(call.startswith(("kind create", "kind delete", "kind export")) for call in calls), calls
+
+
+def test_an_existing_cluster_is_left_alone(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, clusters="housing-e2e")
+    assert rc != 0
+    assert "a kind cluster named housing-e2e exists" in out
+    assert not any(call.startswith(("kind create", "kind delete")) for call in calls), calls
+
+
+def _argv_log(tmp_path: Path) -> list[list[str]]:
+    raw = (tmp_path / "calls.log.argv").read_bytes().decode()
+    records = [r.strip("\0").split("\0") for r in raw.split("\x1e\0")]
+    return [r for r in records if r and r[0]]
+
+
+def test_every_command_line_parses_with_the_pinned_tools(tmp_path: Path) -> None:
+    """helm v4, kubectl and kind accept every command line the e2e runs, helpers and diagnostics included
+    (argv recorded by the stand-ins on a passing run and on a failing one; `--help` parses, runs nothing)."""
+    tools = {name: TOOLS_BIN / name for name in ("helm", "kubectl", "kind")}
+    missing = [name for name, path in tools.items() if not path.is_file()]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not in .tools/bin (`make tools e2e-tools` installs them)")
+    argvs = []
+    for run, kwargs in (("pass", {"uris": URIS_OK}), ("fail", {"fail": r"^helm install housing "})):
+        (tmp_path / run).mkdir()
+        _stub_run(tmp_path / run, **kwargs)
+        argvs += _argv_log(tmp_path / run)
+    unique = {tuple(a) for a in argvs if a[0] in tools}
+    bad = []
+    for name, *args in sorted(unique):
+        cut = args.index("--") if "--" in args else len(args)
+        argv = [str(tools[name]), *args[:cut], "--help", *args[cut:]]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if result.returncode != 0:
+            bad.append(f"{name} {shlex.join(args)}\n    {result.stderr.strip().splitlines()[-1:]}")
+    assert len(unique) > 50, sorted(unique)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "on_pods", "synced"),
+    [
+        ("", "", True),
+        ("housing-mlops.io/model-version=2", "housing-mlops.io/model-version=2\\nother=x", True),
+        ("housing-mlops.io/model-version=2", "housing-mlops.io/model-version=1", False),
+        ("housing-mlops.io/model-version=2", "", False),
+        ("a=1\\nb=2", "a=1", False),
+        ("a=1", "a=10", False),
+    ],
+)
+def test_predictor_synced_compares_annotations(wanted: str, on_pods: str, synced: bool) -> None:
+    """The helper that decides the predictor has rolled out what the InferenceService asks for."""
+    body = re.search(r"^predictor_synced\(\) \{.*?^\}$", _script_text(), re.MULTILINE | re.DOTALL)
+    assert body
+    fake = (
+        'kubectl() { case "$*" in *"get inferenceservice"*) printf "%b" "$WANTED";; '
+        '*"get deployment"*) printf "%b" "$ON_PODS";; esac; }'
+    )
+    script = f"set -euo pipefail\n{fake}\n{body.group(0)}\nISVC=m NS=n\npredictor_synced"
+    env = {"PATH": "/usr/bin:/bin", "WANTED": wanted, "ON_PODS": on_pods}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert (result.returncode == 0) == synced, result.stderr

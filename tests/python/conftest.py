@@ -1,0 +1,128 @@
+"""Real services for the pipeline tests, started once per session on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from housing_mlops import local
+from housing_mlops.cli import main as cli_main
+from housing_mlops.infer import wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cli:
+    """Runs `housing-mlops` in-process (same entry point as the console script) and keeps its output."""
+
+    def __init__(self, capfd: pytest.CaptureFixture[str]) -> None:
+        self.capfd = capfd
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capfd.readouterr()
+        code = cli_main(list(argv))
+        out, err = self.capfd.readouterr()
+        return code, out, err
+
+
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(capfd)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalConfig]:
+    """PostgreSQL + S3 + MLflow on free ports, torn down (and deleted) at the end."""
+    state = tmp_path_factory.mktemp("stack")
+    state.chmod(0o755)  # PostgreSQL runs as another OS user when we are root
+    cfg = local.LocalConfig(
+        state_dir=state, pg_port=free_port(), s3_port=free_port(), mlflow_port=free_port()
+    )
+    saved = dict(os.environ)
+    try:
+        env = local.up(cfg)
+        os.environ.update(env)
+        os.environ.pop("HOUSING_CSV", None)
+        yield cfg
+    finally:
+        local.destroy(cfg)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's DVC metadata (so tests never write into the checkout)."""
+    repo = tmp_path_factory.mktemp("repo")
+    shutil.copytree(
+        ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
+    )
+    (repo / "data").mkdir()
+    shutil.copy(ROOT / "data" / "housing.csv.dvc", repo / "data" / "housing.csv.dvc")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def pushed(stack: local.LocalConfig, dvc_repo: Path) -> str:
+    """The DVC target the remote holds: the real dataset when this machine has it, else synthetic."""
+    from housing_mlops import data
+
+    source = REAL_CSV if REAL_CSV.is_file() else None
+    target, _ = data.push(dvc_repo, source, None)
+    return target
+
+
+@pytest.fixture(scope="session")
+def champion(stack: local.LocalConfig, dvc_repo: Path, pushed: str) -> str:
+    """Version 1, trained with the default recipe through dvc pull and promoted to @production."""
+    assert cli_main(["train", "--repo", str(dvc_repo), "--data", pushed, "--trigger", "pytest-champion"]) == 0
+    assert cli_main(["promote", "--version", "1"]) == 0
+    return "1"
+
+
+@pytest.fixture(scope="session")
+def served(
+    stack: local.LocalConfig, champion: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """MLServer (started as KServe starts it) on the fetched @production model; yields its base URL."""
+    model_dir = tmp_path_factory.mktemp("serving") / "model"
+    assert cli_main(["fetch-model", "mlflow://housing-model@production", str(model_dir)]) == 0
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "housing_mlops.cli",
+            "serve",
+            str(model_dir),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(stack.state_dir / "mlserver.log").open("w"),
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, "housing-model", 240)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)

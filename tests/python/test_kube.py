@@ -1,0 +1,64 @@
+"""The InferenceService roll-out patch, against a stand-in API server (no cluster runs here)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from housing_mlops import kube
+from housing_mlops.errors import ConfigError, NotFound
+
+
+class FakeApi(BaseHTTPRequestHandler):
+    calls: ClassVar[list[tuple[str, str, dict, dict]]] = []
+
+    def do_PATCH(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeApi.calls.append((self.path, self.headers["Content-Type"], dict(self.headers), body))
+        status = 404 if "missing" in self.path else 200
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), FakeApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "token").write_text("tok123\n")
+    (tmp_path / "namespace").write_text("ml\n")
+    monkeypatch.setenv("HOUSING_SA_DIR", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.server_port))
+    monkeypatch.setenv("HOUSING_KUBE_SCHEME", "http")
+    FakeApi.calls = []
+    yield FakeApi
+    server.shutdown()
+
+
+def test_rollout_merge_patches_the_predictor_annotation(api) -> None:
+    kube.rollout("housing-model", None, "7", "s3://b/x")
+    path, content_type, headers, body = api.calls[0]
+    assert path == "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/housing-model"
+    assert content_type == "application/merge-patch+json"
+    assert headers["Authorization"] == "Bearer tok123"
+    assert body == {"spec": {"predictor": {"annotations": {"housing-mlops.io/model-version": "7"}}}}
+
+
+def test_rollout_missing_isvc(api) -> None:
+    with pytest.raises(NotFound, match="InferenceService other/missing not found"):
+        kube.rollout("missing", "other", "1", "s3://b/x")
+
+
+def test_rollout_outside_a_pod(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOUSING_SA_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="not running in a pod"):
+        kube.rollout("housing-model", "ml", "1", "s3://b/x")

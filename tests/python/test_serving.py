@@ -1,0 +1,146 @@
+"""fetch-model, MLServer V2 serving (started as KServe starts it), infer and predict-batch."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from conftest import REAL_CSV
+from housing_mlops.schema import CANONICAL_REQUEST, synthetic_dataset
+from mlflow import MlflowClient
+
+
+def test_fetch_alias_version_and_s3(cli, champion: str, tmp_path: Path) -> None:
+    code, _, _ = cli("fetch-model", "mlflow://housing-model@production", str(tmp_path / "a"))
+    assert code == 0 and (tmp_path / "a" / "MLmodel").is_file()
+    code, _, _ = cli("fetch-model", f"mlflow://housing-model/{champion}", str(tmp_path / "v"))
+    assert code == 0 and (tmp_path / "v" / "MLmodel").is_file()
+    _, uri, _ = cli("resolve", "--alias", "production")
+    code, _, _ = cli("fetch-model", uri.strip(), str(tmp_path / "s"))
+    assert code == 0 and (tmp_path / "s" / "MLmodel").is_file()
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(
+        p.name for p in (tmp_path / "a").iterdir()
+    )
+
+
+def test_fetch_bad_uri_and_missing_alias(cli, champion: str, tmp_path: Path) -> None:
+    code, _, err = cli("fetch-model", "http://example/model", str(tmp_path / "x"))
+    assert code == 1 and "unsupported model URI" in err
+    code, _, err = cli(
+        "fetch-model", "mlflow://housing-model@nobody", str(tmp_path / "x"), "--wait-timeout", "1"
+    )
+    assert code == 1 and "has no alias 'nobody' (waited 1s)" in err
+    assert not (tmp_path / "x" / "MLmodel").exists()
+
+
+def test_fetch_waits_for_an_alias_set_later(cli, champion: str, tmp_path: Path) -> None:
+    client = MlflowClient()
+    timer = threading.Timer(2.0, client.set_registered_model_alias, ("housing-model", "late", champion))
+    timer.start()
+    try:
+        code, _, err = cli(
+            "fetch-model", "mlflow://housing-model@late", str(tmp_path / "m"), "--wait-timeout", "60"
+        )
+    finally:
+        timer.join()
+        client.delete_registered_model_alias("housing-model", "late")
+    assert code == 0, err
+    assert (tmp_path / "m" / "MLmodel").is_file()
+
+
+def test_v2_answer_is_a_sane_price(served: str) -> None:
+    response = requests.post(f"{served}/v2/models/housing-model/infer", json=CANONICAL_REQUEST, timeout=30)
+    assert response.status_code == 200, response.text
+    price = response.json()["outputs"][0]["data"][0]
+    assert math.isfinite(price) and 15_000 <= price <= 1_000_000
+    if REAL_CSV.is_file():
+        assert 300_000 <= price <= 500_001  # a Berkeley-hills block group with a high income
+
+
+def test_infer_command(cli, served: str) -> None:
+    code, out, _ = cli("infer", "--url", served)
+    assert code == 0
+    assert out.strip().splitlines()[-1].startswith("price: ")
+    code, _, err = cli("infer", "--url", served, "--max-price", "1000")
+    assert code == 1 and "outside the sane range" in err
+
+
+def _request_without(name: str) -> dict:
+    return {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != name]}
+
+
+def _request_with(name: str, **changes) -> dict:
+    return {"inputs": [{**i, **changes} if i["name"] == name else i for i in CANONICAL_REQUEST["inputs"]]}
+
+
+BAD_REQUESTS = {
+    "missing input": (_request_without("median_income"), "median_income"),
+    "wrong datatype": (_request_with("median_income", datatype="BYTES", data=["lots"]), ""),
+    "wrong shape": (_request_with("median_income", shape=[2], data=[1.0]), ""),
+    "no inputs": ({"inputs": []}, ""),
+    "not a V2 body": ({"instances": [[1, 2, 3]]}, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_malformed_v2_requests_get_an_error_and_server_keeps_serving(served: str, case: str) -> None:
+    body, mentions = BAD_REQUESTS[case]
+    response = requests.post(f"{served}/v2/models/housing-model/infer", json=body, timeout=30)
+    assert 400 <= response.status_code < 600
+    detail = json.dumps(response.json())
+    assert mentions in detail and len(detail) > 10
+    good = requests.post(f"{served}/v2/models/housing-model/infer", json=CANONICAL_REQUEST, timeout=30)
+    assert good.status_code == 200
+
+
+def test_bad_json_and_unknown_model(served: str) -> None:
+    response = requests.post(
+        f"{served}/v2/models/housing-model/infer",
+        data=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    response = requests.post(f"{served}/v2/models/other-model/infer", json=CANONICAL_REQUEST, timeout=30)
+    assert response.status_code == 404
+    assert requests.get(f"{served}/v2/models/housing-model/ready", timeout=5).status_code == 200
+
+
+def test_infer_unreachable_server_is_one_line(cli) -> None:
+    started = time.monotonic()
+    code, _, err = cli("infer", "--url", "http://127.0.0.1:9", "--wait-timeout", "2")
+    assert code == 1
+    assert time.monotonic() - started < 30
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("error: model housing-model at http://127.0.0.1:9: gave up after")
+    )
+
+
+def test_predict_batch(cli, champion: str, tmp_path: Path) -> None:
+    rows = synthetic_dataset(rows=50, seed=1).drop(columns="median_house_value")
+    csv = tmp_path / "in.csv"
+    rows.to_csv(csv, index=False)
+    out = tmp_path / "out.json"
+    code, _, err = cli("predict-batch", str(csv), "--out", str(out))
+    assert code == 0, err
+    predictions = json.loads(out.read_text())
+    assert len(predictions) == 50
+    assert all(math.isfinite(p["median_house_value"]) for p in predictions)
+
+
+def test_predict_batch_missing_column_writes_nothing(cli, champion: str, tmp_path: Path) -> None:
+    csv = tmp_path / "in.csv"
+    synthetic_dataset(rows=5).drop(columns=["median_income", "median_house_value"]).to_csv(csv, index=False)
+    out = tmp_path / "out.json"
+    code, _, err = cli("predict-batch", str(csv), "--out", str(out))
+    assert code == 1
+    assert err.strip() == f"error: {csv}: missing column(s) median_income"
+    assert not out.exists()
+    assert pd.read_csv(csv).shape == (5, 8)  # input untouched
