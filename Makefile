@@ -12,7 +12,7 @@ export HOUSING_CSV
 .PHONY: help venv lock demo down test test-py lint bench
 
 help: ## list targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/housing-mlops: requirements.lock hooks/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
