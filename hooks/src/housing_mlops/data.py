@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +34,44 @@ class PulledData:
     synthetic: bool
 
 
-def _dvc(args: list[str], cwd: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        lines = [ln for ln in (result.stderr + result.stdout).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if ln.startswith("ERROR")), lines[0] if lines else "no output")
-        raise ServiceUnavailable(f"dvc {args[0]} failed: {detail}")
-    return result.stdout
+class _Workspace:
+    """A no-SCM DVC repo in a scratch folder, driven through DVC's Python API (one import, no subprocesses)."""
+
+    def __init__(self, repo: Path, remote_url: str | None, into: Path) -> None:
+        from dvc.repo import Repo
+
+        if not (repo / ".dvc" / "config").is_file():
+            raise ConfigError(
+                f"{repo} is not a DVC repository (no .dvc/config); set --repo or HOUSING_DVC_REPO"
+            )
+        self.root = into
+        Repo.init(str(into), no_scm=True).close()
+        shutil.copyfile(repo / ".dvc" / "config", into / ".dvc" / "config")
+        self.remote_url = _remote_url(repo, remote_url)
+        with Repo(str(into), uninitialized=True) as scratch:
+            remote = scratch.config["core"].get("remote", "storage")
+            with scratch.config.edit("local") as conf:
+                conf["core"]["no_scm"] = True  # the repo's config was made with git
+                settings = conf["remote"].setdefault(remote, {})
+                settings["url"] = self.remote_url
+                if endpoint := _endpoint():
+                    settings["endpointurl"] = endpoint
+        self.repo = Repo(str(into))
+
+    def run(self, what: str, call, *args, **kwargs):
+        from dvc.exceptions import DvcException
+
+        try:
+            return call(*args, **kwargs)
+        except DvcException as exc:
+            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+            raise ServiceUnavailable(f"dvc {what} failed: {exc}{cause}") from exc
+
+    def __enter__(self) -> _Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.repo.close()
 
 
 def _endpoint() -> str | None:
@@ -61,20 +88,6 @@ def _remote_url(repo: Path, override: str | None) -> str:
     raise ConfigError(f"{repo}/.dvc/config has no remote url")
 
 
-def scratch_workspace(repo: Path, remote_url: str | None, into: Path) -> str:
-    """A no-SCM DVC workspace in ``into`` with the repo's config; returns the remote URL in force."""
-    if not (repo / ".dvc" / "config").is_file():
-        raise ConfigError(f"{repo} is not a DVC repository (no .dvc/config); set --repo or HOUSING_DVC_REPO")
-    _dvc(["init", "--no-scm", "-q"], into)
-    shutil.copyfile(repo / ".dvc" / "config", into / ".dvc" / "config")
-    _dvc(["config", "--local", "core.no_scm", "true"], into)  # the repo's config was made with git
-    url = _remote_url(repo, remote_url)
-    _dvc(["remote", "modify", "--local", "storage", "url", url], into)
-    if endpoint := _endpoint():
-        _dvc(["remote", "modify", "--local", "storage", "endpointurl", endpoint], into)
-    return url
-
-
 def pull(repo: Path, target: str, remote_url: str | None, dest_dir: Path) -> PulledData:
     """`dvc pull` ``target`` (e.g. data/housing.csv) into ``dest_dir`` and verify its md5."""
     dvc_file = repo / f"{target}.dvc"
@@ -85,11 +98,12 @@ def pull(repo: Path, target: str, remote_url: str | None, dest_dir: Path) -> Pul
     expected = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
     work = dest_dir / "dvc"
     work.mkdir(parents=True, exist_ok=True)
-    url = scratch_workspace(repo, remote_url, work)
     (work / target).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(dvc_file, work / f"{target}.dvc")
-    log.info("dvc pull %s (md5 %s) from %s", target, expected, url)
-    _dvc(["pull", f"{target}.dvc"], work)
+    with _Workspace(repo, remote_url, work) as ws:
+        url = ws.remote_url
+        shutil.copyfile(dvc_file, work / f"{target}.dvc")
+        log.info("dvc pull %s (md5 %s) from %s", target, expected, url)
+        ws.run("pull", ws.repo.pull, targets=[str(work / f"{target}.dvc")])
     path = work / target
     actual = md5_of(path)
     if actual != expected:
@@ -115,9 +129,12 @@ def push(
 
     Source order: ``source``, $HOUSING_CSV, the public URL; else a synthetic dataset under its own .dvc file.
     """
-    with tempfile.TemporaryDirectory(prefix="housing-dvc-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="housing-dvc-") as tmp,
+        _Workspace(repo, remote_url, Path(tmp)) as ws,
+    ):
         work = Path(tmp)
-        url = scratch_workspace(repo, remote_url, work)
+        url = ws.remote_url
         (work / "data").mkdir()
         candidate = work / REAL_TARGET
         origin = None
@@ -137,16 +154,16 @@ def push(
                     f"{origin}: md5 {actual} does not match data/housing.csv.dvc ({REAL_MD5}); refusing to push it"
                 )
             shutil.copyfile(repo / f"{REAL_TARGET}.dvc", work / f"{REAL_TARGET}.dvc")
-            _dvc(["commit", "-f", f"{REAL_TARGET}.dvc"], work)
-            _dvc(["push", f"{REAL_TARGET}.dvc"], work)
+            ws.run("commit", ws.repo.commit, str(work / f"{REAL_TARGET}.dvc"), force=True)
+            ws.run("push", ws.repo.push, targets=[str(work / f"{REAL_TARGET}.dvc")])
             log.info("pushed the real dataset (md5 %s, from %s) to %s", REAL_MD5, origin, url)
             return REAL_TARGET, REAL_MD5
         if not allow_synthetic:
             raise DataError("no dataset: pass a path, set HOUSING_CSV, or allow the synthetic dataset")
         log.warning("SYNTHETIC DATA: no real dataset available; pushing a generated one with the same schema")
         synthetic_dataset().to_csv(work / SYNTHETIC_TARGET, index=False)
-        _dvc(["add", SYNTHETIC_TARGET], work)
-        _dvc(["push", f"{SYNTHETIC_TARGET}.dvc"], work)
+        ws.run("add", ws.repo.add, [str(work / SYNTHETIC_TARGET)])
+        ws.run("push", ws.repo.push, targets=[str(work / f"{SYNTHETIC_TARGET}.dvc")])
         shutil.copyfile(work / f"{SYNTHETIC_TARGET}.dvc", repo / f"{SYNTHETIC_TARGET}.dvc")
         md5 = md5_of(work / SYNTHETIC_TARGET)
         log.info("pushed the synthetic dataset (md5 %s) to %s as %s", md5, url, SYNTHETIC_TARGET)
