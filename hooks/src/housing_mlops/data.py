@@ -20,6 +20,8 @@ from .errors import ConfigError, DataError, ServiceUnavailable
 from .schema import REAL_MD5, md5_of, read_dataset, synthetic_dataset
 
 log = logging.getLogger(__name__)
+# No usage reports from DVC: the jobs run in clusters and CI without outside network.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 REAL_TARGET = "data/housing.csv"
 SYNTHETIC_TARGET = "data/synthetic-housing.csv"
