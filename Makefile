@@ -43,8 +43,10 @@ test: ## every test (pytest over tests/, then lint)
 test-py: venv ## only the Python pipeline tests
 	$(BIN)/pytest tests/python
 
+LINT_DIRS = $(wildcard hooks tests bench)
+
 lint: venv
-	$(BIN)/ruff check hooks tests bench
-	$(BIN)/ruff format --check hooks tests bench
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 -include mk/*.mk
