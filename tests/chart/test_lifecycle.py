@@ -58,3 +58,20 @@ def test_a_disabled_part_renders_nothing(component: str, setting: tuple[str, ...
     assert component not in components
     assert render(())  # and the defaults do render it
     assert component in {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in render(())}
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_hooks_do_not_outlive_uninstall(values: Path):
+    """`helm uninstall` deletes no hook: succeeded hooks delete themselves, a failed Job expires (>= 10 min
+    so its logs and exit code can be read), and `helm test --logs` finds a pod behind every test hook."""
+    for obj in render((values,)):
+        annotations = obj["metadata"].get("annotations", {})
+        hook = annotations.get("helm.sh/hook")
+        if hook is None:
+            continue
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"], name
+        if hook == "test":
+            assert obj["kind"] == "Pod", f"{name}: helm test --logs asks every test hook for pod logs"
+        if obj["kind"] == "Job":
+            assert 600 <= obj["spec"]["ttlSecondsAfterFinished"] <= 3600, name

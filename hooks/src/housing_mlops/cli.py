@@ -427,10 +427,15 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc}", err=True)
         return 1
     except Exception as exc:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException):
             click.echo(f"error: MLflow: {exc.message}", err=True)
+            return 1
+        if isinstance(exc, (Boto3Error, BotoCoreError, ClientError)):
+            click.echo(f"error: S3: {' '.join(str(exc).split())}", err=True)
             return 1
         raise
     return 0

@@ -36,6 +36,26 @@ class PulledData:
     synthetic: bool
 
 
+class _Collect(logging.Handler):
+    """Keeps the first error DVC logs, as one line: its message and the exception behind it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.first = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.first:
+            return
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            root = exc
+            while root.__cause__ is not None or root.__context__ is not None:
+                root = root.__cause__ or root.__context__
+            text = f"{text}: {type(root).__name__}: {root}".strip(": ")
+        self.first = " ".join(text.split())[:300]
+
+
 class _Workspace:
     """A no-SCM DVC repo in a scratch folder, driven through DVC's Python API (one import, no subprocesses)."""
 
@@ -61,13 +81,22 @@ class _Workspace:
         self.repo = Repo(str(into))
 
     def run(self, what: str, call, *args, **kwargs):
+        """Call DVC; its own error logs (tracebacks included) become the cause in our one-line error."""
         from dvc.exceptions import DvcException
 
+        errors = _Collect()
+        # DVC and its libraries (dvc_data, s3fs…) log tracebacks through DVC's own handlers and the root
+        # logger: during the call, both feed only our collector.
+        dvc_log, root = logging.getLogger("dvc"), logging.getLogger()
+        saved = (dvc_log.handlers[:], dvc_log.propagate, root.handlers[:])
+        dvc_log.handlers, dvc_log.propagate, root.handlers = [], True, [errors]
         try:
             return call(*args, **kwargs)
         except DvcException as exc:
-            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-            raise ServiceUnavailable(f"dvc {what} failed: {exc}{cause}") from exc
+            cause = errors.first or (str(exc.__cause__) if exc.__cause__ else "")
+            raise ServiceUnavailable(f"dvc {what} failed: {exc}" + (f" ({cause})" if cause else "")) from exc
+        finally:
+            dvc_log.handlers, dvc_log.propagate, root.handlers = saved
 
     def __enter__(self) -> _Workspace:
         return self

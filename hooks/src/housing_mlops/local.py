@@ -2,6 +2,11 @@
 
 `up` is idempotent (it starts only what is not answering) and records what it started in
 ``<state>/stack.json``; `down` stops only those processes.
+
+With ``auth`` (``HOUSING_LOCAL_AUTH=1``) the stack enforces credentials the way the chart's prod values do:
+MLflow runs ``--app-name basic-auth`` (admin from ``HOUSING_LOCAL_MLFLOW_ADMIN_USERNAME/PASSWORD``, else
+generated once) and the S3 server checks request signatures against a generated secret. Generated secrets live
+in ``<state>/credentials.json`` (mode 0600) and reach clients through `client_env` only.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -27,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PG_USER = "postgres"
 PG_DB = "mlflow"
-# moto accepts any credentials; these only need to be consistent across the local processes.
+# moto accepts any credentials unless the stack runs with auth; then the secret is generated (credentials.json).
 S3_KEY = "housing-local"
 S3_SECRET = "housing-local-secret"
 REGION = "us-east-1"
@@ -43,6 +49,8 @@ class LocalConfig:
     mlflow_port: int = 5050
     bucket: str = "mlflow"
     data_bucket: str = "housing-data"
+    # enforce credentials: MLflow basic-auth and signed S3 requests (see the module docstring)
+    auth: bool = False
 
     @classmethod
     def from_env(cls, state_dir: Path | None = None) -> LocalConfig:
@@ -52,6 +60,7 @@ class LocalConfig:
             pg_port=int(env.get("HOUSING_LOCAL_PG_PORT", 54329)),
             s3_port=int(env.get("HOUSING_LOCAL_S3_PORT", 9009)),
             mlflow_port=int(env.get("HOUSING_LOCAL_MLFLOW_PORT", 5050)),
+            auth=env.get("HOUSING_LOCAL_AUTH", "").lower() in ("1", "true", "yes"),
         )
 
     @property
@@ -70,9 +79,34 @@ class LocalConfig:
     def dvc_remote_url(self) -> str:
         return f"s3://{self.data_bucket}/dvc"
 
+    def credentials(self) -> dict[str, str]:
+        """The stack's secrets when ``auth`` is on: generated once, kept in <state>/credentials.json (0600)."""
+        path = self.state_dir / "credentials.json"
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        env = os.environ
+        creds = {
+            "s3_secret": stored.get("s3_secret") or secrets.token_urlsafe(30),
+            "flask_secret_key": stored.get("flask_secret_key") or secrets.token_hex(32),
+            # MLflow creates the admin once, on its first start: later changes here do not rotate it.
+            "mlflow_admin_username": stored.get("mlflow_admin_username")
+            or env.get("HOUSING_LOCAL_MLFLOW_ADMIN_USERNAME")
+            or "admin",
+            "mlflow_admin_password": stored.get("mlflow_admin_password")
+            or env.get("HOUSING_LOCAL_MLFLOW_ADMIN_PASSWORD")
+            or secrets.token_urlsafe(24),
+        }
+        if creds != stored:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.touch(mode=0o600)
+            tmp.chmod(0o600)
+            tmp.write_text(json.dumps(creds, indent=2))
+            tmp.replace(path)
+        return creds
+
     def client_env(self) -> dict[str, str]:
         """The environment a job needs to talk to this stack (what the chart sets in containers)."""
-        return {
+        env = {
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_url,
             "AWS_ENDPOINT_URL": self.s3_url,
@@ -81,6 +115,12 @@ class LocalConfig:
             "AWS_DEFAULT_REGION": REGION,
             "HOUSING_DVC_REMOTE_URL": self.dvc_remote_url,
         }
+        if self.auth:
+            creds = self.credentials()
+            env["AWS_SECRET_ACCESS_KEY"] = creds["s3_secret"]
+            env["MLFLOW_TRACKING_USERNAME"] = creds["mlflow_admin_username"]
+            env["MLFLOW_TRACKING_PASSWORD"] = creds["mlflow_admin_password"]
+        return env
 
 
 @dataclass
@@ -286,6 +326,8 @@ def start_s3(cfg: LocalConfig, state: StackState) -> None:
             raise ConfigError(f"port {cfg.s3_port} is taken by something else: set HOUSING_LOCAL_S3_PORT")
         snapshot = cfg.state_dir / "s3" / "snapshot.pickle"
         snapshot.parent.mkdir(parents=True, exist_ok=True)
+        env = cfg.client_env()
+        s3_env = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         state.pids["s3"] = _spawn(
             cfg,
             "s3",
@@ -297,16 +339,19 @@ def start_s3(cfg: LocalConfig, state: StackState) -> None:
                 str(cfg.s3_port),
                 "--snapshot",
                 str(snapshot),
+                *(["--require-credentials"] if cfg.auth else []),
             ],
+            env=s3_env,
         )
         _wait(cfg, "s3", lambda: _s3_ready(cfg), timeout=30)
     import boto3
 
+    env = cfg.client_env()
     s3 = boto3.client(
         "s3",
         endpoint_url=cfg.s3_url,
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_SECRET,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=REGION,
     )
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
@@ -326,6 +371,25 @@ def _mlflow_ready(cfg: LocalConfig) -> bool:
         return False
 
 
+def _basic_auth_env(cfg: LocalConfig) -> dict[str, str]:
+    """What `mlflow server --app-name basic-auth` reads, as the chart sets it: users in the backend database,
+    the admin and the CSRF key from the environment (never in argv or the ini file)."""
+    creds = cfg.credentials()
+    ini = cfg.state_dir / "mlflow-auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {cfg.backend_uri}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return {
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_USERNAME": creds["mlflow_admin_username"],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": creds["mlflow_admin_password"],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": creds["flask_secret_key"],
+    }
+
+
 def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
     if _mlflow_ready(cfg):
         log.info("mlflow: already answering on %s", cfg.mlflow_url)
@@ -334,7 +398,12 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
         raise ConfigError(f"port {cfg.mlflow_port} is taken by something else: set HOUSING_LOCAL_MLFLOW_PORT")
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     env = {**cfg.client_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    env.pop("MLFLOW_TRACKING_URI")
+    for client_only in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(client_only, None)
+    auth_args: list[str] = []
+    if cfg.auth:
+        env.update(_basic_auth_env(cfg))
+        auth_args = ["--app-name", "basic-auth"]
     # The server refuses to start on an old schema (after an mlflow upgrade) but creates a fresh one itself.
     if not state.ports.pop("fresh_db", 0):
         upgrade = subprocess.run(
@@ -362,6 +431,7 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
             str(cfg.mlflow_port),
             "--workers",
             "1",
+            *auth_args,
         ],
         env=env,
     )
@@ -384,7 +454,10 @@ def up(cfg: LocalConfig) -> dict[str, str]:
     finally:
         _save_state(cfg, state)
     env = cfg.client_env()
-    (cfg.state_dir / "env").write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+    env_file = cfg.state_dir / "env"  # holds the credentials when auth is on: owner-only
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
     return env
 
 

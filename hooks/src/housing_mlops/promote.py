@@ -13,6 +13,8 @@ from .errors import ConfigError, GateRejected, HousingError, NotFound
 log = logging.getLogger(__name__)
 
 HISTORY_KEEP = 50
+# MLflow has no compare-and-set on aliases: after moving one we re-read it and settle races this many rounds.
+SETTLE_ROUNDS = 5
 
 
 @dataclass
@@ -63,6 +65,57 @@ def _set_history(name: str, alias: str, versions: list[str]) -> None:
     registry.client().set_registered_model_tag(name, _history_key(alias), ",".join(versions[-HISTORY_KEEP:]))
 
 
+def _remember(name: str, alias: str, holder: str, drop: str | None = None) -> None:
+    """Make the history end with ``holder`` (the version holding the alias), without ``drop`` (a loser)."""
+    before = _history(name, alias)
+    history = [v for v in before if v != drop]
+    while history and history[-1] == holder:
+        history.pop()
+    if [*history, holder] != before:
+        _set_history(name, alias, [*history, holder])
+
+
+def _rank(version, score: float, gate: Gate) -> tuple:
+    """Orders two gated versions competing for the alias: on the same dataset the better metric, then the newer."""
+    better = -score if gate.direction == "minimize" else score
+    return (better, int(version.version))
+
+
+def _settle(name: str, alias: str, candidate, score: float, gate: Gate) -> str:
+    """After moving the alias: re-read it, and if a concurrent promotion moved it since, keep the better of the
+    two (the loser steps back). Returns the version holding the alias when the dust has settled."""
+    client = registry.client()
+    for _ in range(SETTLE_ROUNDS):
+        holder = registry.get_version(name, alias=alias)
+        if holder.version == candidate.version:
+            _remember(name, alias, candidate.version)
+            return candidate.version
+        holder_score = _metric(holder, gate.metric)
+        if _dataset(holder) != _dataset(candidate):
+            ours_wins = int(candidate.version) > int(holder.version)  # the newer data wins
+        else:
+            ours_wins = _rank(candidate, score, gate) > _rank(holder, holder_score, gate)
+        if not ours_wins:
+            log.warning(
+                "@%s was moved to version %s (%s %.6g) while promoting version %s (%.6g): keeping %s",
+                alias, holder.version, gate.metric, holder_score, candidate.version, score, holder.version,
+            )  # fmt: skip
+            _remember(name, alias, holder.version, drop=candidate.version)
+            if registry.get_version(name, alias=alias).version == holder.version:
+                return holder.version
+            continue
+        log.warning(
+            "@%s was moved to version %s (%s %.6g) while promoting version %s (%.6g): taking it back",
+            alias, holder.version, gate.metric, holder_score, candidate.version, score,
+        )  # fmt: skip
+        client.set_registered_model_alias(name, alias, candidate.version)
+    holder = registry.get_version(name, alias=alias).version
+    raise HousingError(
+        f"@{alias} kept moving while promoting version {candidate.version} (now version {holder}): "
+        "another promotion is running; retry when it has finished"
+    )
+
+
 def find_candidate(name: str, version: str | None, trigger: str | None, wait_timeout: float):
     """The version to judge: explicit, else the one tagged with ``trigger`` (waiting for it), else the latest."""
     client = registry.client()
@@ -97,19 +150,42 @@ def _dataset(version) -> str:
 def promote(
     *, name: str, alias: str, version: str | None, trigger: str | None, gate: Gate, wait_timeout: float
 ) -> tuple[str, str]:
-    """Judge the candidate and move ``alias`` if it passes. Returns (outcome, version); raises GateRejected."""
-    client = registry.client()
+    """Judge the candidate and move ``alias`` if it passes. Returns (outcome, version); raises GateRejected.
+
+    Outcomes: "promoted", "already" (it holds the alias), "superseded" (it passed, but a concurrent promotion
+    moved the alias to a better version, which is returned).
+    """
     candidate = find_candidate(name, version, trigger, wait_timeout)
     if candidate.status != "READY":
         raise HousingError(f"version {candidate.version} is {candidate.status}, not READY")
-    try:
-        champion = registry.get_version(name, alias=alias)
-    except NotFound:
-        champion = None
-    if champion is not None and champion.version == candidate.version:
-        log.info("version %s already holds @%s", candidate.version, alias)
-        return "already", candidate.version
     score = _metric(candidate, gate.metric)
+    for _ in range(SETTLE_ROUNDS):
+        champion = _holder(name, alias)
+        if champion is not None and champion.version == candidate.version:
+            log.info("version %s already holds @%s", candidate.version, alias)
+            return "already", candidate.version
+        reason = _judge(name, alias, candidate, score, champion, gate)
+        # No compare-and-set in MLflow: if the alias moved while we judged, judge again against the new holder.
+        now = _holder(name, alias)
+        if (now and now.version) != (champion and champion.version):
+            log.warning(
+                "@%s moved to version %s while judging version %s: judging again",
+                alias, now and now.version, candidate.version,
+            )  # fmt: skip
+            continue
+        return _move(name, alias, candidate, score, champion, gate, reason)
+    raise HousingError(f"@{alias} kept moving while promoting version {candidate.version}: retry later")
+
+
+def _holder(name: str, alias: str):
+    try:
+        return registry.get_version(name, alias=alias)
+    except NotFound:
+        return None
+
+
+def _judge(name: str, alias: str, candidate, score: float, champion, gate: Gate) -> str:
+    """The gate's verdict (recorded on the candidate); raises GateRejected."""
     champion_score = _metric(champion, gate.metric) if champion is not None else None
     if champion is not None and _dataset(champion) != _dataset(candidate):
         # Held-out metrics on different datasets are not comparable: only the absolute bound applies.
@@ -121,11 +197,18 @@ def promote(
         )
         champion_score = None
     passed, reason = gate.judge(score, champion_score)
-    client.set_model_version_tag(
+    registry.client().set_model_version_tag(
         name, candidate.version, f"gate.{alias}", ("passed: " if passed else "rejected: ") + reason
     )
     if not passed:
         raise GateRejected(f"version {candidate.version} rejected for @{alias}: {reason}")
+    return reason
+
+
+def _move(
+    name: str, alias: str, candidate, score: float, champion, gate: Gate, reason: str
+) -> tuple[str, str]:
+    client = registry.client()
     history = _history(name, alias)
     if champion is not None and (not history or history[-1] != champion.version):
         history.append(champion.version)  # e.g. an alias set by hand before the first promotion
@@ -134,6 +217,9 @@ def promote(
     if champion is not None:
         client.set_model_version_tag(name, candidate.version, "previous_champion", champion.version)
     client.set_registered_model_alias(name, alias, candidate.version)
+    holder = _settle(name, alias, candidate, score, gate)
+    if holder != candidate.version:
+        return "superseded", holder
     log.info("version %s promoted to @%s: %s", candidate.version, alias, reason)
     return "promoted", candidate.version
 

@@ -16,7 +16,9 @@ metadata:
   annotations:
     helm.sh/hook: test
     helm.sh/hook-weight: {{ .weight | quote }}
-    helm.sh/hook-delete-policy: before-hook-creation
+    # Helm 4 deletes a succeeded test pod only after `helm test --logs` has printed it; a failed one stays
+    # for `kubectl logs` until the next `helm test` (or `kubectl delete pod -l app.kubernetes.io/component=tests`).
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 spec:
   restartPolicy: Never
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ "component" "tests") }}

@@ -1,0 +1,138 @@
+"""Bad V2 requests against the served model (MLServer started as KServe starts it): each gets an error status and
+a message, never a crash or a stack trace, and the server answers the canonical request exactly as before
+afterwards (50 bad requests in a row, then the good one).
+
+Each case pins today's status, so that a change is a decision (docs/security.md, "Bad input"):
+- refused by MLServer's request parsing: 4xx (422 from its pydantic/JSON layer), e.g. NaN/Infinity tokens;
+- refused by the model's signature inside the runtime: 500 with a message naming the problem. An experienced
+  engineer expects 400 here; MLServer 1.7 reports every runtime error as 500. Mapping them is the serving
+  runtime's job (serve.py, owned elsewhere): the tests only pin it;
+- accepted on purpose: null (JSON's "missing") and an unknown category are what the pipeline imputes as missing
+  values (the real data has missing total_bedrooms); an extra input is ignored by MLflow's schema enforcement;
+- accepted but should not be (strict xfail, documented): inputs of different lengths are broadcast into several
+  rows instead of refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import requests
+from housing_mlops.schema import CANONICAL_REQUEST
+
+INFER = "/v2/models/housing-model/infer"
+
+
+def without(name: str) -> dict:
+    return {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != name]}
+
+
+def changed(name: str, **fields) -> dict:
+    body = copy.deepcopy(CANONICAL_REQUEST)
+    for item in body["inputs"]:
+        if item["name"] == name:
+            item.update(fields)
+    return body
+
+
+def raw(body: dict) -> bytes:
+    """JSON as a careless client sends it: NaN/Infinity tokens allowed (Python's default)."""
+    return json.dumps(body).encode()
+
+
+def huge_body() -> bytes:
+    """~16 MB: one input declaring shape [1] but carrying two million numbers."""
+    return raw(changed("median_income", shape=[1], data=[8.3252] * 2_000_000))
+
+
+REFUSED, RUNTIME_ERROR = "refused (4xx)", "runtime error (500)"
+
+# name -> (request body, expected outcome, text the message must contain; "" when any message will do)
+ERRORS: dict[str, tuple[bytes, str, str]] = {
+    "missing input": (raw(without("median_income")), RUNTIME_ERROR, "median_income"),
+    "missing category input": (raw(without("ocean_proximity")), RUNTIME_ERROR, "ocean_proximity"),
+    "number sent as BYTES": (
+        raw(changed("median_income", datatype="BYTES", data=["lots"])),
+        RUNTIME_ERROR,
+        "",
+    ),
+    "text in an FP64 input": (raw(changed("median_income", data=["lots"])), RUNTIME_ERROR, ""),
+    "unknown datatype": (raw(changed("median_income", datatype="FP128")), REFUSED, "FP128"),
+    "shape larger than data": (raw(changed("median_income", shape=[2], data=[1.0])), RUNTIME_ERROR, ""),
+    "data larger than shape": (raw(changed("median_income", shape=[1], data=[1.0, 2.0])), RUNTIME_ERROR, ""),
+    "NaN number": (raw(changed("total_bedrooms", data=[math.nan])), REFUSED, "JSON"),
+    "infinite number": (raw(changed("total_rooms", data=[math.inf])), REFUSED, "JSON"),
+    "empty inputs": (raw({"inputs": []}), RUNTIME_ERROR, ""),
+    "inputs not a list": (raw({"inputs": {"longitude": 1}}), REFUSED, "inputs"),
+    "not a V2 body": (raw({"instances": [[1, 2, 3]]}), REFUSED, "inputs"),
+    "JSON array body": (b"[1, 2, 3]", REFUSED, ""),
+    "empty body": (b"", REFUSED, ""),
+    "not JSON": (b"{not json", REFUSED, "JSON"),
+    "huge body": (huge_body(), RUNTIME_ERROR, ""),
+}
+
+# accepted on purpose (see the module docstring)
+ACCEPTED: dict[str, bytes] = {
+    "null number (missing value)": raw(changed("total_bedrooms", data=[None])),
+    "unknown category (missing value)": raw(changed("ocean_proximity", data=["ON THE MOON"])),
+    "extra input (ignored)": raw(
+        {"inputs": [*CANONICAL_REQUEST["inputs"], {**CANONICAL_REQUEST["inputs"][0], "name": "garage"}]}
+    ),
+}
+
+
+def post(url: str, body: bytes) -> requests.Response:
+    return requests.post(f"{url}{INFER}", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+
+
+def price(response: requests.Response) -> float:
+    return response.json()["outputs"][0]["data"][0]
+
+
+@pytest.fixture(scope="module")
+def baseline(served: str) -> float:
+    response = post(served, raw(CANONICAL_REQUEST))
+    assert response.status_code == 200, response.text
+    return price(response)
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_bad_request_gets_a_clear_error(served: str, baseline: float, case: str) -> None:
+    body, outcome, mentions = ERRORS[case]
+    response = post(served, body)
+    status = response.status_code
+    assert (400 <= status < 500) if outcome == REFUSED else status == 500, (
+        f"{case}: {status} {response.text[:300]}"
+    )
+    detail = response.text
+    assert len(detail) > 10 and "Traceback" not in detail, f"{case}: {detail[:300]}"
+    assert mentions in detail, f"{case}: {mentions!r} not in {detail[:300]}"
+    assert post(served, raw(CANONICAL_REQUEST)).status_code == 200
+
+
+@pytest.mark.parametrize("case", list(ACCEPTED))
+def test_missing_values_and_extra_inputs_are_accepted(served: str, baseline: float, case: str) -> None:
+    response = post(served, ACCEPTED[case])
+    assert response.status_code == 200, response.text[:300]
+    value = price(response)
+    assert math.isfinite(value) and 0 < value < 2_000_000
+
+
+@pytest.mark.xfail(strict=True, reason="MLServer broadcasts inputs of different lengths into several rows")
+def test_inputs_of_different_lengths_are_refused(served: str) -> None:
+    response = post(served, raw(changed("latitude", shape=[2], data=[37.88, 37.86])))
+    assert response.status_code >= 400, response.text[:300]
+
+
+def test_fifty_bad_requests_then_the_same_good_answer(served: str, baseline: float) -> None:
+    cases = [body for body, _, _ in ERRORS.values() if len(body) < 1_000_000]
+    statuses = [post(served, cases[i % len(cases)]).status_code for i in range(50)]
+    assert all(400 <= s < 600 for s in statuses), statuses
+    assert requests.get(f"{served}/v2/models/housing-model/ready", timeout=10).status_code == 200
+    good = post(served, raw(CANONICAL_REQUEST))
+    assert good.status_code == 200 and price(good) == baseline
+    total = len(ERRORS) + len(ACCEPTED) + 1
+    print(f"bad-request cases: {total}; 50 bad in a row, then the same price")
