@@ -63,16 +63,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalConfi
         os.environ.update(saved)
 
 
-@pytest.fixture(scope="session")
-def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project's DVC metadata (so tests never write into the checkout)."""
-    repo = tmp_path_factory.mktemp("repo")
+def copy_dvc_metadata(repo: Path) -> Path:
+    """Copy the project's DVC metadata (.dvc/config, data/housing.csv.dvc) into ``repo``: tests never write
+    into the checkout."""
     shutil.copytree(
         ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
     )
     (repo / "data").mkdir()
     shutil.copy(ROOT / "data" / "housing.csv.dvc", repo / "data" / "housing.csv.dvc")
     return repo
+
+
+@pytest.fixture(scope="session")
+def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's DVC metadata."""
+    return copy_dvc_metadata(tmp_path_factory.mktemp("repo"))
 
 
 @pytest.fixture(scope="session")

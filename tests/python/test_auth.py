@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
-from conftest import ROOT, free_port
+from conftest import copy_dvc_metadata, free_port
 from housing_mlops import local
 from housing_mlops.schema import synthetic_dataset
 
@@ -67,12 +66,7 @@ def job(auth_stack, monkeypatch: pytest.MonkeyPatch, cli):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's DVC metadata, copied (the synthetic push writes its .dvc file here)."""
-    path = tmp_path_factory.mktemp("auth-repo")
-    shutil.copytree(
-        ROOT / ".dvc", path / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache", "config.local")
-    )
-    (path / "data").mkdir()
-    return path
+    return copy_dvc_metadata(tmp_path_factory.mktemp("auth-repo"))
 
 
 def test_secrets_stay_out_of_argv_and_are_owner_only(auth_stack) -> None:
@@ -191,7 +185,6 @@ def test_wrong_s3_keys_fail_clearly_and_change_nothing(auth_stack, repo: Path, p
         pytest.fail("needs the pipeline test's model")
     before = registry_state(auth_stack)
     # training as the chart runs it, in its own process: dvc pull first (the remote refuses the key)
-    shutil.copy(ROOT / "data" / "housing.csv.dvc", repo / "data" / "housing.csv.dvc")
     code, err = run_job(
         env, "train", "--repo", str(repo), "--data", "data/housing.csv", "--trigger", "bad-s3",
         AWS_SECRET_ACCESS_KEY="not-the-secret",

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-from conftest import REAL_CSV
+from conftest import REAL_CSV, copy_dvc_metadata
 from housing_mlops import data
 from housing_mlops.errors import DataError
 from housing_mlops.schema import REAL_MD5, md5_of, synthetic_dataset
@@ -93,11 +93,8 @@ def test_untracked_target(cli, stack, dvc_repo: Path) -> None:
 def test_synthetic_dataset_is_labelled(cli, stack, tmp_path: Path, monkeypatch) -> None:
     """Offline and no file: a synthetic dataset under its own .dvc file, tagged as such."""
     repo = tmp_path / "repo"
-    shutil.copytree(
-        Path(__file__).resolve().parents[2] / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("tmp")
-    )
-    (repo / "data").mkdir()
-    shutil.copy(Path(__file__).resolve().parents[2] / "data" / "housing.csv.dvc", repo / "data")
+    repo.mkdir()
+    copy_dvc_metadata(repo)
     monkeypatch.delenv("HOUSING_CSV", raising=False)
     monkeypatch.setenv("HOUSING_DATA_URL", "http://127.0.0.1:9/housing.csv")  # unreachable public source
     code, out, err = cli("data", "push", "--repo", str(repo))
