@@ -1,7 +1,7 @@
 """`make bench`: serving latency/throughput (stock vs ours vs the in-process floor), time to first prediction,
 model quality. Writes bench/results/latest.json, report.md and bench.png.
 
-Everything runs side by side in one run on this machine: both servers are up at the same time and measured in
+Everything runs side by side in one run on this machine: all servers are up at the same time and measured in
 interleaved rounds, so a load change on this shared machine hits both alike. Servers listen on 127.0.0.1 only;
 every request loop is bounded by count.
 """
@@ -43,6 +43,21 @@ GOALS = {
 }
 
 log = logging.getLogger("bench")
+
+# Servers measured side by side: name -> what differs from `ours` (the runtime and settings the chart ships).
+CONTENDERS = {
+    "stock": "the original pyfunc PythonModel (pandas preprocessing + HGB 200/0.1/8) on MLServer defaults",
+    "ours": "our model, runtime (housing_mlops.runtime) and `housing_mlops.serve` settings, as the chart ships them",
+    "ours_w2": "ours with `MLSERVER_PARALLEL_WORKERS=2` (inference in two worker processes)",
+    "ours_mlflow_rt": "our model on MLServer's stock MLflow runtime with one worker process (the previous setting)",
+}
+VARIANTS = {
+    "ours_w2": {"MLSERVER_PARALLEL_WORKERS": "2"},
+    "ours_mlflow_rt": {
+        "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_mlflow.MLflowRuntime",
+        "MLSERVER_PARALLEL_WORKERS": "1",
+    },
+}
 
 
 # --- data and models ---------------------------------------------------------------------------------------
@@ -90,11 +105,7 @@ def build_models(frame: pd.DataFrame, workdir: Path) -> tuple[dict, dict[str, Pa
     ours_m = metrics(y_test, ours.predict(x_test), our_metrics["train_seconds"])
     log.info("ours: %s", ours_m)
 
-    dirs = {
-        "stock": workdir / "stock" / "model",
-        "ours": workdir / "ours" / "model",
-        "ours_w0": workdir / "ours_w0" / "model",
-    }
+    dirs = {name: workdir / name / "model" for name in CONTENDERS}
     cloudpickle.register_pickle_by_value(seed)
     complete = x_train.dropna().head(200)
     mlflow.pyfunc.save_model(
@@ -105,7 +116,9 @@ def build_models(frame: pd.DataFrame, workdir: Path) -> tuple[dict, dict[str, Pa
         pip_requirements=["mlflow", "scikit-learn", "pandas"],
     )
     mlflow.sklearn.save_model(ours, dirs["ours"], **export_kwargs(ours, x_train))
-    shutil.copytree(dirs["ours"], dirs["ours_w0"])
+    for name in CONTENDERS:
+        if name.startswith("ours_"):
+            shutil.copytree(dirs["ours"], dirs[name])
     return {"seed": seed_metrics, "ours": ours_m}, dirs, ours, x_test
 
 
@@ -188,8 +201,7 @@ def make_servers(dirs: dict[str, Path]) -> list[Server]:
         if name.startswith("ours"):
             # Exactly what `housing-mlops serve` (and the chart) sets: KServe's variables plus our tuning.
             env = {**base_env(), **serving_env(model_dir, MODEL_NAME, http, grpc, metrics_port)}
-            if name == "ours_w0":  # the candidate setting: inference in the server process
-                env["MLSERVER_PARALLEL_WORKERS"] = "0"
+            env.update(VARIANTS.get(name, {}))
         else:
             # KServe's variables only (ports and loopback host so the benchmark stays on this machine).
             env = {
@@ -362,9 +374,10 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
         ),
         "ours_over_stock_batch_rows_per_s": round(ours["batch_rows_per_s"] / stock["batch_rows_per_s"], 2),
         "ours_over_floor_p50": round(ours["p50_ms"] / floor_summary["p50_ms"], 1),
-        "stock_over_ours_w0_p50": round(stock["p50_ms"] / out["ours_w0"]["p50_ms"], 2),
-        "stock_over_ours_w0_p99": round(stock["p99_ms"] / out["ours_w0"]["p99_ms"], 2),
-        "ours_w0_over_floor_p50": round(out["ours_w0"]["p50_ms"] / floor_summary["p50_ms"], 1),
+        "ours_mlflow_rt_over_ours_p50": round(out["ours_mlflow_rt"]["p50_ms"] / ours["p50_ms"], 2),
+        "ours_over_ours_w2_throughput_c8": round(
+            ours["c8"]["throughput_rps"] / out["ours_w2"]["c8"]["throughput_rps"], 2
+        ),
     }
     return out, raw
 
@@ -372,8 +385,39 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
 # --- time to first prediction ------------------------------------------------------------------------------
 
 
+def _demo_once(env: dict[str, str], state: Path, timeout: float, log_name: str) -> dict:
+    started = time.perf_counter()
+    try:
+        with (RESULTS.parent / ".work" / log_name).open("wb") as logfile:
+            result = subprocess.run(
+                [sys.executable, "-m", "housing_mlops.demo"],
+                cwd=ROOT,
+                env=env,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"demo took longer than {timeout:.0f}s", "wall_s": timeout}
+    wall = round(time.perf_counter() - started, 2)
+    timings_file = state / "demo-timings.json"
+    if result.returncode != 0 or not timings_file.is_file():
+        return {
+            "ok": False,
+            "error": f"demo exited {result.returncode}; see bench/.work/{log_name}",
+            "wall_s": wall,
+        }
+    timings = json.loads(timings_file.read_text())
+    timings_file.unlink()
+    return {"ok": True, "wall_s": wall, **timings}
+
+
 def bench_demo(timeout: float) -> dict:
-    """`make demo`'s pipeline from stopped services (dependencies installed) on a fresh state folder and ports."""
+    """`make demo`'s pipeline from stopped services (dependencies installed), twice on fresh ports: on a fresh
+    state folder (initdb, MLflow's schema created: the first `make demo` of a clone), then after `make down` on
+    the same state (the next one). The first is the headline: the slower of the two."""
     from housing_mlops import local
 
     state = Path(tempfile.mkdtemp(prefix="housing-bench-demo-"))
@@ -389,31 +433,19 @@ def bench_demo(timeout: float) -> dict:
         "HOUSING_LOCAL_MLFLOW_PORT": str(cfg.mlflow_port),
         "HOUSING_LOCAL_SERVE_PORT": str(free_port()),
     }
-    started = time.perf_counter()
+    deadline = time.monotonic() + timeout
     try:
-        with (RESULTS.parent / ".work" / "demo.log").open("wb") as logfile:
-            result = subprocess.run(
-                [sys.executable, "-m", "housing_mlops.demo"],
-                cwd=ROOT,
-                env=env,
-                stdout=logfile,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout,
-                check=False,
-            )
-        wall = round(time.perf_counter() - started, 2)
-        timings_file = state / "demo-timings.json"
-        if result.returncode != 0 or not timings_file.is_file():
-            return {
+        fresh = _demo_once(env, state, timeout, "demo.log")
+        local.down(cfg)
+        left = deadline - time.monotonic()
+        if not fresh["ok"] or left < 30:
+            restart = {
                 "ok": False,
-                "error": f"demo exited {result.returncode}; see bench/.work/demo.log",
-                "wall_s": wall,
+                "error": "not run: " + ("the first run failed" if not fresh["ok"] else "no time left"),
             }
-        timings = json.loads(timings_file.read_text())
-        return {"ok": True, "wall_s": wall, **timings}
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "error": f"demo took longer than {timeout:.0f}s", "wall_s": timeout}
+        else:
+            restart = _demo_once(env, state, left, "demo-restart.log")
+        return {**fresh, "restart": restart}
     finally:
         local.destroy(cfg)
         shutil.rmtree(state, ignore_errors=True)
@@ -447,7 +479,13 @@ def plot(raw: dict[str, list[float]], results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    colors = {"stock": "tab:red", "ours": "tab:green", "ours_w0": "tab:blue", "floor": "tab:gray"}
+    colors = {
+        "stock": "tab:red",
+        "ours": "tab:green",
+        "ours_w2": "tab:blue",
+        "ours_mlflow_rt": "tab:orange",
+        "floor": "tab:gray",
+    }
     for ax, conc in zip(axes[:2], ("c1", "c8"), strict=True):
         for key, values in raw.items():
             name, c = key.split(".")
@@ -495,6 +533,7 @@ def report(results: dict) -> str:
     s, m, d = results["serving"], results["model"], results.get("demo", {})
     ours, fl, r = s["ours"], s["floor"], s["ratios"]
     ttfp = d.get("time_to_first_prediction_s")
+    rttfp = d.get("restart", {}).get("time_to_first_prediction_s")
     speedup = min(r["stock_over_ours_p50"], r["stock_over_ours_p99"])
     goals = [
         ("single-row p50, c=1", f"{ours['p50_ms']:.2f} ms", "≤ 8 ms", ours["p50_ms"] <= GOALS["p50_ms"]),
@@ -524,10 +563,16 @@ def report(results: dict) -> str:
             ours["batch_rows_per_s"] >= 1e4,
         ),
         (
-            "time to first prediction",
+            "time to first prediction, fresh state",
             f"{ttfp} s" if ttfp else d.get("error", "not measured"),
             "≤ 30 s",
             None if ttfp is None else ttfp <= GOALS["time_to_first_prediction_s"],
+        ),
+        (
+            "time to first prediction, restart",
+            f"{rttfp} s" if rttfp else d.get("restart", {}).get("error", "not measured"),
+            "≤ 30 s",
+            None if rttfp is None else rttfp <= GOALS["time_to_first_prediction_s"],
         ),
         ("test RMSE", f"{m['ours']['rmse']:,.0f}", "≤ 42,000", m["ours"]["rmse"] <= GOALS["rmse"]),
         ("training", f"{m['ours']['train_s']:.1f} s", "≤ 30 s", m["ours"]["train_s"] <= GOALS["train_s"]),
@@ -555,16 +600,13 @@ def report(results: dict) -> str:
         "",
         f"{s['requests_per_series']} single-row requests per contender and concurrency after warm-up, in "
         f"{s['rounds']} interleaved rounds; batch = {s['batch_rows']} rows per request. "
-        "**stock** = the original pyfunc PythonModel (pandas preprocessing + HGB 200/0.1/8) on MLServer "
-        "defaults; **ours** = our sklearn export with `housing_mlops.serve` settings (as the chart ships them); "
-        "**ours_w0** = ours with `MLSERVER_PARALLEL_WORKERS=0` (inference in the server process; not shipped: "
-        "malformed requests then get a plain-text 500 instead of a V2 JSON error, which tests/python rejects); "
-        "**floor** = in-process `predict` of our model, one thread.",
+        + "; ".join(f"**{name}** = {what}" for name, what in CONTENDERS.items())
+        + "; **floor** = in-process `predict` of our model, one thread.",
         "",
         "| | p50 ms | p95 ms | p99 ms | c=8 p50 ms | c=8 p99 ms | c=8 req/s | batch rows/s | start-up s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("stock", "ours", "ours_w0"):
+    for name in CONTENDERS:
         x = s[name]
         lines.append(
             f"| {name} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['c8']['p50_ms']:.2f} | "
@@ -577,15 +619,21 @@ def report(results: dict) -> str:
         "",
         "Ratios: " + ", ".join(f"{k} = {v}" for k, v in r.items()) + ".",
         "",
-        "## Time to first prediction (`make demo` from stopped services, fresh state folder: initdb and MLflow migrations included)",
+        "## Time to first prediction (`make demo` from stopped services)",
+        "",
+        "Fresh = a new state folder (initdb, MLflow creates its schema: a clone's first `make demo`); "
+        "restart = the same state after `make down` (the next one). Per stage, in seconds; the data push "
+        "overlaps MLflow's start-up (mlflow_ready is what is left of it).",
         "",
     ]
     if d.get("ok"):
+        rs = d.get("restart", {})
+        rstages = rs.get("stages", {}) if rs.get("ok") else {}
         lines += [
-            "| stage | s |",
-            "| --- | --- |",
-            *[f"| {k} | {v} |" for k, v in d["stages"].items()],
-            f"| **total** | **{ttfp}** |",
+            "| stage | fresh | restart |",
+            "| --- | --- | --- |",
+            *[f"| {k} | {v} | {rstages.get(k, '')} |" for k, v in d["stages"].items()],
+            f"| **total** | **{ttfp}** | **{rs.get('time_to_first_prediction_s', rs.get('error', ''))}** |",
         ]
     else:
         lines.append(f"Not measured: {d.get('error', 'skipped')}.")

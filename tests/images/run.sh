@@ -207,3 +207,18 @@ answer=$(jobs infer infer --url http://serving:8080 --wait-timeout "$WAIT") || {
 echo "$answer"
 price=$(grep -io 'price[^0-9]*[0-9][0-9.,]*' <<<"$answer" | tail -n 1 || true)
 ok "the serving container answers the V2 request: ${price:-price printed above}"
+
+step="bad request"
+# The serving image's runtime answers a request that does not match the signature with 400 and a message
+# naming the input (V2 JSON error), and keeps serving.
+bad=$(timeout --kill-after=10 "$STEP_TIMEOUT" docker run --rm --label "$LABEL" --network "$NET" "${HARDEN[@]}" \
+  --entrypoint python "$JOBS_IMAGE" -c '
+import requests
+from housing_mlops.schema import CANONICAL_REQUEST
+body = {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != "median_income"]}
+r = requests.post("http://serving:8080/v2/models/housing-model/infer", json=body, timeout=30)
+print(r.status_code, r.json()["error"])
+')
+[[ $bad == "400 "*median_income* ]] || { echo "expected 400 naming median_income, got: $bad"; exit 1; }
+jobs infer-again infer --url http://serving:8080 --wait-timeout "$WAIT" >/dev/null
+ok "a request without median_income: $bad; the next request is answered"

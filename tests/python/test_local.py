@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+from importlib.metadata import version
 from pathlib import Path
 
 import boto3
+import pytest
 from housing_mlops import local
 from mlflow import MlflowClient
 
@@ -56,3 +59,26 @@ def test_restarting_postgres_and_s3_loses_nothing(
         Path(mlflow.artifacts.download_artifacts("models:/housing-model@production", dst_path=str(tmp_path)))
         / "MLmodel"
     ).is_file()
+
+
+def test_mlflow_restart_upgrades_the_schema_only_when_mlflow_changed(
+    stack: local.LocalConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    stamp = stack.state_dir / "mlflow-schema"
+    installed = version("mlflow")
+    assert stamp.read_text().strip() == installed  # written once the session's MLflow answered
+    experiments = {e.name for e in MlflowClient().search_experiments()}
+
+    with caplog.at_level(logging.INFO, logger="housing_mlops.local"):
+        assert local.stop(stack, "mlflow")
+        local.up(stack)
+    assert "db upgrade" not in caplog.text  # same mlflow: the schema is current, no upgrade
+
+    stamp.write_text("2.0.0\n")  # as if the database had been created by an older mlflow
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="housing_mlops.local"):
+        assert local.stop(stack, "mlflow")
+        local.up(stack)
+    assert "mlflow: db upgrade (schema of 2.0.0)" in caplog.text
+    assert stamp.read_text().strip() == installed
+    assert {e.name for e in MlflowClient().search_experiments()} == experiments

@@ -2,6 +2,9 @@
 
 local up → data push → train (dvc pull) → promote (gate) → fetch-model → serve (MLServer) → infer.
 Leaves the stack and MLServer running; `make down` stops them. Timings go to .local/demo-timings.json.
+
+What does not depend on each other overlaps (bench/ measures the time to the first prediction): the data push
+runs while MLflow starts (it needs only S3), and the training code is imported while MLflow finishes starting.
 """
 
 from __future__ import annotations
@@ -66,13 +69,21 @@ def main() -> None:
     stages = Stages()
     cfg = local.LocalConfig.from_env()
     port = int(os.environ.get("HOUSING_LOCAL_SERVE_PORT", 8080))
-    stages.run("local_up", ["local", "up"])
+    print("\n==> housing-mlops local up", flush=True)
+    t = time.perf_counter()
+    local.start(cfg)  # PostgreSQL and S3 answer; MLflow is starting
+    stages.times["local_up"] = round(time.perf_counter() - t, 2)
     os.environ.update(cfg.client_env())
 
     print("\n==> housing-mlops data push", flush=True)
     t = time.perf_counter()
     target, _md5 = data.push(Path("."), None, None)  # what `data push` runs; we need the target back
     stages.times["data_push"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    import mlflow.sklearn  # noqa: F401  (what `train` imports first, while MLflow finishes starting)
+
+    local.wait_mlflow(cfg)
+    stages.times["mlflow_ready"] = round(time.perf_counter() - t, 2)
     stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
     # Exit 3 = the gate kept the current champion: the demo then serves that one.
     gate = stages.run("promote", ["promote"], ok_codes=(0, 3))

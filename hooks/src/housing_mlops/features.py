@@ -43,7 +43,7 @@ N_FEATURES = len(NUMERIC) + 4 + len(ANGLES_DEG) + len(CITIES) + 1
 
 
 def prepare(frame) -> np.ndarray:
-    """Raw features (a DataFrame with the 9 named columns) → the booster's float matrix.
+    """Raw features (a DataFrame, or a mapping of the 9 column names to 1-D arrays) → the booster's matrix.
 
     NaN-safe: a missing or non-finite value becomes NaN, which the booster routes on its own; an unknown
     ocean_proximity becomes NaN too. The last column is the category's index.
@@ -168,6 +168,10 @@ class FlatTrees:
 
 class HousingModel(RegressorMixin, BaseEstimator):
     """`prepare` + HistGradientBoostingRegressor, predicting through `FlatTrees` (same numbers, faster)."""
+
+    # `predict` takes any mapping of column name -> 1-D array (a DataFrame or a dict of NumPy columns): the
+    # serving runtime (housing_mlops.runtime) then skips building a DataFrame per request.
+    accepts_column_mapping = True
 
     def __init__(
         self,

@@ -318,32 +318,45 @@ def _s3_ready(cfg: LocalConfig) -> bool:
         return False
 
 
-def start_s3(cfg: LocalConfig, state: StackState) -> None:
+def start_s3(cfg: LocalConfig, state: StackState, wait: bool = True) -> bool:
+    """Start the S3 server unless it answers; True if it was spawned (then, with ``wait=False``, `wait_s3` waits
+    for it and creates the buckets)."""
     if _s3_ready(cfg):
         log.info("s3: already answering on %s", cfg.s3_url)
-    else:
-        if _port_open(cfg.s3_port):
-            raise ConfigError(f"port {cfg.s3_port} is taken by something else: set HOUSING_LOCAL_S3_PORT")
-        snapshot = cfg.state_dir / "s3" / "snapshot.pickle"
-        snapshot.parent.mkdir(parents=True, exist_ok=True)
-        env = cfg.client_env()
-        s3_env = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        state.pids["s3"] = _spawn(
-            cfg,
-            "s3",
-            [
-                sys.executable,
-                "-m",
-                "housing_mlops.s3server",
-                "--port",
-                str(cfg.s3_port),
-                "--snapshot",
-                str(snapshot),
-                *(["--require-credentials"] if cfg.auth else []),
-            ],
-            env=s3_env,
-        )
-        _wait(cfg, "s3", lambda: _s3_ready(cfg), timeout=30)
+        _create_buckets(cfg)
+        return False
+    if _port_open(cfg.s3_port):
+        raise ConfigError(f"port {cfg.s3_port} is taken by something else: set HOUSING_LOCAL_S3_PORT")
+    snapshot = cfg.state_dir / "s3" / "snapshot.pickle"
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    env = cfg.client_env()
+    s3_env = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    state.pids["s3"] = _spawn(
+        cfg,
+        "s3",
+        [
+            sys.executable,
+            "-m",
+            "housing_mlops.s3server",
+            "--port",
+            str(cfg.s3_port),
+            "--snapshot",
+            str(snapshot),
+            *(["--require-credentials"] if cfg.auth else []),
+        ],
+        env=s3_env,
+    )
+    if wait:
+        wait_s3(cfg)
+    return True
+
+
+def wait_s3(cfg: LocalConfig) -> None:
+    _wait(cfg, "s3", lambda: _s3_ready(cfg), timeout=30)
+    _create_buckets(cfg)
+
+
+def _create_buckets(cfg: LocalConfig) -> None:
     import boto3
 
     env = cfg.client_env()
@@ -390,7 +403,19 @@ def _basic_auth_env(cfg: LocalConfig) -> dict[str, str]:
     }
 
 
-def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
+def _schema_stamp(cfg: LocalConfig) -> Path:
+    return cfg.state_dir / "mlflow-schema"
+
+
+def _mlflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("mlflow")
+
+
+def start_mlflow(cfg: LocalConfig, state: StackState, wait: bool = True) -> None:
+    """Start `mlflow server` (after `mlflow db upgrade` if needed); with ``wait=False`` return once it is spawned
+    (`wait_mlflow` then waits for it)."""
     if _mlflow_ready(cfg):
         log.info("mlflow: already answering on %s", cfg.mlflow_url)
         return
@@ -405,7 +430,15 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
         env.update(_basic_auth_env(cfg))
         auth_args = ["--app-name", "basic-auth"]
     # The server refuses to start on an old schema (after an mlflow upgrade) but creates a fresh one itself.
-    if not state.ports.pop("fresh_db", 0):
+    # The schema only changes with the mlflow version: the stamp (written once the server answered) records
+    # which version's schema the database holds, so a restart skips the ~5 s `db upgrade`.
+    stamp = _schema_stamp(cfg)
+    fresh = state.ports.pop("fresh_db", 0)
+    current = stamp.is_file() and stamp.read_text().strip() == _mlflow_version()
+    if not fresh and not current:
+        log.info(
+            "mlflow: db upgrade (schema of %s)", stamp.read_text().strip() if stamp.is_file() else "unknown"
+        )
         upgrade = subprocess.run(
             [mlflow_bin, "db", "upgrade", cfg.backend_uri],
             env={**os.environ, **env},
@@ -435,22 +468,34 @@ def start_mlflow(cfg: LocalConfig, state: StackState) -> None:
         ],
         env=env,
     )
-    _wait(cfg, "mlflow", lambda: _mlflow_ready(cfg), timeout=90)
+    if wait:
+        wait_mlflow(cfg)
+
+
+def wait_mlflow(cfg: LocalConfig, timeout: float = 90) -> None:
+    _wait(cfg, "mlflow", lambda: _mlflow_ready(cfg), timeout=timeout)
+    stamp = _schema_stamp(cfg)
+    if not stamp.is_file() or stamp.read_text().strip() != _mlflow_version():
+        stamp.write_text(_mlflow_version() + "\n")
     log.info("mlflow: up on %s", cfg.mlflow_url)
 
 
 # --- commands ----------------------------------------------------------------------------------------
 
 
-def up(cfg: LocalConfig) -> dict[str, str]:
-    """Start whatever of the stack is not running; return the client environment."""
+def start(cfg: LocalConfig) -> None:
+    """Start whatever of the stack is not running; return once PostgreSQL and S3 answer and MLflow is starting
+    (`up` waits for MLflow too; the demo pushes its data meanwhile)."""
     (cfg.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     state = _load_state(cfg)
     state.ports = {"postgresql": cfg.pg_port, "s3": cfg.s3_port, "mlflow": cfg.mlflow_port}
     try:
         start_postgres(cfg, state)
-        start_s3(cfg, state)
-        start_mlflow(cfg, state)
+        # MLflow needs only PostgreSQL to start (artifacts go to S3 from the clients): both start at once.
+        spawned_s3 = start_s3(cfg, state, wait=False)
+        start_mlflow(cfg, state, wait=False)
+        if spawned_s3:
+            wait_s3(cfg)
     finally:
         _save_state(cfg, state)
     env = cfg.client_env()
@@ -458,7 +503,13 @@ def up(cfg: LocalConfig) -> dict[str, str]:
     env_file.touch(mode=0o600)
     env_file.chmod(0o600)
     env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-    return env
+
+
+def up(cfg: LocalConfig) -> dict[str, str]:
+    """Start whatever of the stack is not running, wait until all of it answers; return the client environment."""
+    start(cfg)
+    wait_mlflow(cfg)
+    return cfg.client_env()
 
 
 MARKERS = {

@@ -75,9 +75,9 @@ def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
 def export_kwargs(model, x_train: pd.DataFrame) -> dict:
     """How the model is exported (`mlflow.sklearn.log_model`/`save_model` keyword arguments).
 
-    The sklearn flavor of `features.HousingModel` (NumPy preprocessing + flattened trees): MLServer's MLflow
-    runtime decodes the V2 request into a DataFrame, pyfunc checks it against the signature (the 4xx on a bad
-    request), and the model goes straight to NumPy. bench/ measures this export against the original pyfunc one.
+    The sklearn flavor of `features.HousingModel` (NumPy preprocessing + flattened trees). The serving runtime
+    (housing_mlops.runtime) checks a V2 request against the signature and feeds the model NumPy columns; any
+    other MLflow runtime loads it as a plain pyfunc. bench/ measures this export against the original pyfunc one.
     """
     import cloudpickle
     from mlflow.models import infer_signature
