@@ -596,6 +596,11 @@ def report(results: dict) -> str:
         "| --- | --- | --- | --- |",
         *[f"| {a} | {b} | {c} | {mark(ok)} |" for a, b, c, ok in goals],
         "",
+        f"At concurrency 8 the latency is mostly queueing: with 8 requests always in flight, the mean latency is "
+        f"8 / throughput (Little's law) = {8000 / ours['c8']['throughput_rps']:.1f} ms at ours' "
+        f"{ours['c8']['throughput_rps']:.0f} req/s, and the 8 client threads run on the same 2 cores as the "
+        "server. Two worker processes (ours_w2) do worse on 2 cores, so the chart scales with replicas.",
+        "",
         "## Serving (MLServer V2 over HTTP on 127.0.0.1)",
         "",
         f"{s['requests_per_series']} single-row requests per contender and concurrency after warm-up, in "

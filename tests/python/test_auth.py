@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import mlflow
 import pytest
 import requests
@@ -46,7 +47,14 @@ def job(auth_stack, monkeypatch: pytest.MonkeyPatch, cli):
     before = mlflow.get_tracking_uri()
 
     def run(*argv: str, **overrides: str | None) -> tuple[int, str, str]:
+        # In-process, unlike the chart's one-process jobs: boto3's default session keeps the first credentials it
+        # resolved from the environment (another module's stack's keys) and MLflow caches S3 clients. Start
+        # from neither, as a fresh process does.
+        from mlflow.store.artifact.s3_artifact_repo import _cached_get_s3_client
+
+        _cached_get_s3_client.cache_clear()
         with monkeypatch.context() as m:
+            m.setattr(boto3, "DEFAULT_SESSION", None)
             m.delenv("HOUSING_CSV", raising=False)
             m.setenv("HOUSING_DATA_URL", "http://127.0.0.1:9/offline")  # never the network
             for key, value in {**env, **overrides}.items():
