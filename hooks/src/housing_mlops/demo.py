@@ -93,7 +93,7 @@ def main() -> None:
     t = time.perf_counter()
     serve_in_background(cfg, model_dir, port)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, "housing-model", 180)
+    wait_ready(url, "housing-model", 180, poll=0.25)
     stages.times["serve"] = round(time.perf_counter() - t, 2)
     stages.run("infer", ["infer", "--url", url])
     total = round(time.perf_counter() - stages.started, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import requests
@@ -12,7 +13,9 @@ from .errors import HousingError, ServiceUnavailable
 from .schema import CANONICAL_REQUEST
 
 
-def wait_ready(url: str, model: str, timeout: float) -> None:
+def wait_ready(url: str, model: str, timeout: float, poll: float = 2.0) -> None:
+    """Until the V2 model answers ready; ``poll`` caps the delay between probes (the demo, waiting for a server
+    it just started on loopback, probes every 0.25 s)."""
     base = url.rstrip("/")
 
     def probe() -> None:
@@ -24,7 +27,9 @@ def wait_ready(url: str, model: str, timeout: float) -> None:
         what=f"model {model} at {base}",
         timeout=timeout,
         retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
-        max_delay=2.0,
+        first_delay=min(0.5, poll),
+        max_delay=poll,
+        log_level=logging.INFO if poll >= 1 else logging.DEBUG,
     )
 
 

@@ -194,7 +194,10 @@ def _wait(cfg: LocalConfig, name: str, check, timeout: float) -> None:
             what=name,
             timeout=timeout,
             retry_on=(ConnectionError, requests.RequestException),
-            max_delay=1.0,
+            # loopback services this process started: probing is cheap, a long sleep only delays the demo
+            first_delay=0.1,
+            max_delay=0.25,
+            log_level=logging.DEBUG,
         )
     except ServiceUnavailable as exc:
         raise ServiceUnavailable(f"{exc}\n--- {name} log ---\n{_log_tail(cfg, name)}") from exc

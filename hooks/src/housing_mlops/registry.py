@@ -30,6 +30,7 @@ def backoff(
     retry_on: tuple[type[BaseException], ...],
     first_delay: float = 0.5,
     max_delay: float = 8.0,
+    log_level: int = logging.INFO,
 ) -> T:
     """Call ``attempt`` until it succeeds, retrying ``retry_on`` with exponential backoff up to ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -45,7 +46,13 @@ def backoff(
                 raise ServiceUnavailable(
                     f"{what}: gave up after {tries} tries in {timeout:g}s ({exc})"
                 ) from exc
-            log.info("%s: not yet (%s); retrying in %.1fs", what, type(exc).__name__, min(delay, remaining))
+            log.log(
+                log_level,
+                "%s: not yet (%s); retrying in %.1fs",
+                what,
+                type(exc).__name__,
+                min(delay, remaining),
+            )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, max_delay)
 
