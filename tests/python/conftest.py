@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import pytest
 from housing_mlops import local
 from housing_mlops.cli import main as cli_main
 from housing_mlops.infer import wait_ready
+from housing_mlops.schema import CANONICAL_REQUEST
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
@@ -61,6 +63,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalConfi
         local.destroy(cfg)
         os.environ.clear()
         os.environ.update(saved)
+
+
+def request_without(name: str) -> dict:
+    """The canonical V2 request without input ``name``."""
+    return {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != name]}
+
+
+def request_changed(name: str, **fields) -> dict:
+    """The canonical V2 request with input ``name``'s fields replaced (a deep copy)."""
+    body = copy.deepcopy(CANONICAL_REQUEST)
+    for item in body["inputs"]:
+        if item["name"] == name:
+            item.update(fields)
+    return body
 
 
 def copy_dvc_metadata(repo: Path) -> Path:

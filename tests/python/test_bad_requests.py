@@ -13,27 +13,15 @@ Each case pins today's status, so that a change is a decision (docs/security.md,
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
 import pytest
 import requests
+from conftest import request_changed, request_without
 from housing_mlops.schema import CANONICAL_REQUEST
 
 INFER = "/v2/models/housing-model/infer"
-
-
-def without(name: str) -> dict:
-    return {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != name]}
-
-
-def changed(name: str, **fields) -> dict:
-    body = copy.deepcopy(CANONICAL_REQUEST)
-    for item in body["inputs"]:
-        if item["name"] == name:
-            item.update(fields)
-    return body
 
 
 def raw(body: dict) -> bytes:
@@ -43,34 +31,38 @@ def raw(body: dict) -> bytes:
 
 def huge_body() -> bytes:
     """~16 MB: one input declaring shape [1] but carrying two million numbers."""
-    return raw(changed("median_income", shape=[1], data=[8.3252] * 2_000_000))
+    return raw(request_changed("median_income", shape=[1], data=[8.3252] * 2_000_000))
 
 
 REFUSED, BAD_REQUEST = "refused (4xx)", "signature error (400, JSON)"
 
 # name -> (request body, expected outcome, text the message must contain; "" when any message will do)
 ERRORS: dict[str, tuple[bytes, str, str]] = {
-    "missing input": (raw(without("median_income")), BAD_REQUEST, "missing input(s) median_income"),
-    "missing category input": (raw(without("ocean_proximity")), BAD_REQUEST, "ocean_proximity"),
+    "missing input": (raw(request_without("median_income")), BAD_REQUEST, "missing input(s) median_income"),
+    "missing category input": (raw(request_without("ocean_proximity")), BAD_REQUEST, "ocean_proximity"),
     "number sent as BYTES": (
-        raw(changed("median_income", datatype="BYTES", data=["lots"])),
+        raw(request_changed("median_income", datatype="BYTES", data=["lots"])),
         BAD_REQUEST,
         "'median_income' takes numbers",
     ),
-    "text in an FP64 input": (raw(changed("median_income", data=["lots"])), BAD_REQUEST, "holds text"),
-    "unknown datatype": (raw(changed("median_income", datatype="FP128")), REFUSED, "FP128"),
+    "text in an FP64 input": (
+        raw(request_changed("median_income", data=["lots"])),
+        BAD_REQUEST,
+        "holds text",
+    ),
+    "unknown datatype": (raw(request_changed("median_income", datatype="FP128")), REFUSED, "FP128"),
     "shape larger than data": (
-        raw(changed("median_income", shape=[2], data=[1.0])),
+        raw(request_changed("median_income", shape=[2], data=[1.0])),
         BAD_REQUEST,
         "shape [2] says 2 value(s), data has 1",
     ),
     "data larger than shape": (
-        raw(changed("median_income", shape=[1], data=[1.0, 2.0])),
+        raw(request_changed("median_income", shape=[1], data=[1.0, 2.0])),
         BAD_REQUEST,
         "data has 2",
     ),
-    "NaN number": (raw(changed("total_bedrooms", data=[math.nan])), REFUSED, "JSON"),
-    "infinite number": (raw(changed("total_rooms", data=[math.inf])), REFUSED, "JSON"),
+    "NaN number": (raw(request_changed("total_bedrooms", data=[math.nan])), REFUSED, "JSON"),
+    "infinite number": (raw(request_changed("total_rooms", data=[math.inf])), REFUSED, "JSON"),
     "empty inputs": (raw({"inputs": []}), BAD_REQUEST, "missing input(s) longitude"),
     "inputs not a list": (raw({"inputs": {"longitude": 1}}), REFUSED, "inputs"),
     "not a V2 body": (raw({"instances": [[1, 2, 3]]}), REFUSED, "inputs"),
@@ -78,18 +70,22 @@ ERRORS: dict[str, tuple[bytes, str, str]] = {
     "empty body": (b"", REFUSED, ""),
     "not JSON": (b"{not json", REFUSED, "JSON"),
     "inputs of different lengths": (
-        raw(changed("latitude", shape=[2], data=[37.88, 37.86])),
+        raw(request_changed("latitude", shape=[2], data=[37.88, 37.86])),
         BAD_REQUEST,
         "inputs have different lengths",
     ),
     "not a column": (
-        raw(changed("median_income", shape=[1, 2], data=[[8.3, 1.0]])),
+        raw(request_changed("median_income", shape=[1, 2], data=[[8.3, 1.0]])),
         BAD_REQUEST,
         "not a column",
     ),
-    "number in a BYTES input": (raw(changed("ocean_proximity", data=[3])), BAD_REQUEST, "not a string"),
+    "number in a BYTES input": (
+        raw(request_changed("ocean_proximity", data=[3])),
+        BAD_REQUEST,
+        "not a string",
+    ),
     "category sent as FP64": (
-        raw(changed("ocean_proximity", datatype="FP64", data=[1.0])),
+        raw(request_changed("ocean_proximity", datatype="FP64", data=[1.0])),
         BAD_REQUEST,
         "takes strings",
     ),
@@ -98,12 +94,12 @@ ERRORS: dict[str, tuple[bytes, str, str]] = {
 
 # accepted on purpose (see the module docstring)
 ACCEPTED: dict[str, bytes] = {
-    "null number (missing value)": raw(changed("total_bedrooms", data=[None])),
-    "unknown category (missing value)": raw(changed("ocean_proximity", data=["ON THE MOON"])),
+    "null number (missing value)": raw(request_changed("total_bedrooms", data=[None])),
+    "unknown category (missing value)": raw(request_changed("ocean_proximity", data=["ON THE MOON"])),
     "extra input (ignored)": raw(
         {"inputs": [*CANONICAL_REQUEST["inputs"], {**CANONICAL_REQUEST["inputs"][0], "name": "garage"}]}
     ),
-    "a column of shape [1, 1]": raw(changed("median_income", shape=[1, 1], data=[[8.3252]])),
+    "a column of shape [1, 1]": raw(request_changed("median_income", shape=[1, 1], data=[[8.3252]])),
 }
 
 

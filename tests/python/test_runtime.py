@@ -7,13 +7,13 @@ The HTTP side (status codes and JSON bodies through MLServer) is test_bad_reques
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from conftest import request_changed, request_without
 from housing_mlops.features import HousingModel
 from housing_mlops.runtime import HousingRuntime
 from housing_mlops.schema import CANONICAL_REQUEST, FEATURES, synthetic_dataset, v2_request
@@ -88,14 +88,6 @@ def _rows(frame, n: int) -> list[dict]:
     ]
 
 
-def _changed(name: str, **fields) -> dict:
-    body = copy.deepcopy(CANONICAL_REQUEST)
-    for item in body["inputs"]:
-        if item["name"] == name:
-            item.update(fields)
-    return body
-
-
 def test_fast_path_is_taken_and_answers_like_the_stock_runtime(ours, stock, frame, loop) -> None:
     assert ours._fast is not None
     for request in (InferenceRequest.model_validate(CANONICAL_REQUEST), _request(_rows(frame, 100))):
@@ -111,24 +103,30 @@ def test_fast_path_is_taken_and_answers_like_the_stock_runtime(ours, stock, fram
 
 BAD = {
     "missing input": (
-        {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != "median_income"]},
+        request_without("median_income"),
         "missing input(s) median_income",
     ),
     "no inputs": ({"inputs": []}, "missing input(s) " + ", ".join(FEATURES[:2])),
-    "BYTES for a number": (_changed("median_income", datatype="BYTES", data=["lots"]), "takes numbers"),
-    "text in FP64": (_changed("median_income", data=["lots"]), "holds text"),
-    "BOOL for a number": (_changed("median_income", datatype="BOOL", data=[True]), "got datatype BOOL"),
-    "shape > data": (_changed("median_income", shape=[2], data=[1.0]), "says 2 value(s), data has 1"),
-    "data > shape": (_changed("median_income", shape=[1], data=[1.0, 2.0]), "data has 2"),
-    "not a column": (_changed("median_income", shape=[1, 2], data=[[1.0, 2.0]]), "not a column"),
-    "negative shape": (_changed("median_income", shape=[-1], data=[1.0]), "not a column"),
-    "unequal lengths": (_changed("latitude", shape=[2], data=[37.8, 37.9]), "different lengths"),
+    "BYTES for a number": (
+        request_changed("median_income", datatype="BYTES", data=["lots"]),
+        "takes numbers",
+    ),
+    "text in FP64": (request_changed("median_income", data=["lots"]), "holds text"),
+    "BOOL for a number": (
+        request_changed("median_income", datatype="BOOL", data=[True]),
+        "got datatype BOOL",
+    ),
+    "shape > data": (request_changed("median_income", shape=[2], data=[1.0]), "says 2 value(s), data has 1"),
+    "data > shape": (request_changed("median_income", shape=[1], data=[1.0, 2.0]), "data has 2"),
+    "not a column": (request_changed("median_income", shape=[1, 2], data=[[1.0, 2.0]]), "not a column"),
+    "negative shape": (request_changed("median_income", shape=[-1], data=[1.0]), "not a column"),
+    "unequal lengths": (request_changed("latitude", shape=[2], data=[37.8, 37.9]), "different lengths"),
     "zero rows": (
         {"inputs": [{**i, "shape": [0], "data": []} for i in CANONICAL_REQUEST["inputs"]]},
         "no rows",
     ),
-    "number as category": (_changed("ocean_proximity", data=[3]), "not a string"),
-    "FP64 category": (_changed("ocean_proximity", datatype="FP64", data=[1.0]), "takes strings"),
+    "number as category": (request_changed("ocean_proximity", data=[3]), "not a string"),
+    "FP64 category": (request_changed("ocean_proximity", datatype="FP64", data=[1.0]), "takes strings"),
 }
 
 
@@ -146,11 +144,13 @@ def test_bad_requests_are_400_naming_the_problem(ours, loop, case: str) -> None:
 
 def test_nested_column_and_missing_values_are_accepted(ours, loop) -> None:
     canonical = loop.run_until_complete(ours.predict(InferenceRequest.model_validate(CANONICAL_REQUEST)))
-    nested = _changed("median_income", shape=[1, 1], data=[[CANONICAL_REQUEST["inputs"][7]["data"][0]]])
+    nested = request_changed(
+        "median_income", shape=[1, 1], data=[[CANONICAL_REQUEST["inputs"][7]["data"][0]]]
+    )
     assert CANONICAL_REQUEST["inputs"][7]["name"] == "median_income"
     answer = loop.run_until_complete(ours.predict(InferenceRequest.model_validate(nested)))
     assert answer.outputs[0].data.root == canonical.outputs[0].data.root
-    missing = _changed("total_bedrooms", data=[None])
+    missing = request_changed("total_bedrooms", data=[None])
     value = loop.run_until_complete(ours.predict(InferenceRequest.model_validate(missing)))
     assert np.isfinite(value.outputs[0].data.root[0])
 

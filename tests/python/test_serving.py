@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from conftest import REAL_CSV
+from conftest import REAL_CSV, request_changed, request_without
 from housing_mlops.schema import CANONICAL_REQUEST, synthetic_dataset
 from mlflow import MlflowClient
 
@@ -71,18 +71,10 @@ def test_infer_command(cli, served: str) -> None:
     assert code == 1 and "outside the sane range" in err
 
 
-def _request_without(name: str) -> dict:
-    return {"inputs": [i for i in CANONICAL_REQUEST["inputs"] if i["name"] != name]}
-
-
-def _request_with(name: str, **changes) -> dict:
-    return {"inputs": [{**i, **changes} if i["name"] == name else i for i in CANONICAL_REQUEST["inputs"]]}
-
-
 BAD_REQUESTS = {
-    "missing input": (_request_without("median_income"), "median_income"),
-    "wrong datatype": (_request_with("median_income", datatype="BYTES", data=["lots"]), ""),
-    "wrong shape": (_request_with("median_income", shape=[2], data=[1.0]), ""),
+    "missing input": (request_without("median_income"), "median_income"),
+    "wrong datatype": (request_changed("median_income", datatype="BYTES", data=["lots"]), ""),
+    "wrong shape": (request_changed("median_income", shape=[2], data=[1.0]), ""),
     "no inputs": ({"inputs": []}, ""),
     "not a V2 body": ({"instances": [[1, 2, 3]]}, ""),
 }
