@@ -10,6 +10,7 @@ promotion, the InferenceService to roll out, the alias URI...).
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import json
 import os
@@ -211,3 +212,25 @@ def test_mlflow_server_flags_exist():
     assert {"--host", "--allowed-hosts"} <= known
     unknown = [a for a in args[1:] if a.split("=", 1)[0] not in known]
     assert unknown == []
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
+def test_serving_runtime_runs_what_bench_measured(values: Path) -> None:
+    """The ServingRuntime starts MLServer with our runtime class and the settings `housing-mlops serve` uses
+    locally (housing_mlops.serve: what bench/ measured as fastest), and so does the serving image by default."""
+    from housing_mlops import serve
+
+    runtimes = [o for o in render((values,)) if o["kind"] == "ServingRuntime"]
+    if "inference:\n  enabled: false" in values.read_text():
+        assert runtimes == []
+        return
+    assert len(runtimes) == 1
+    (container,) = [c for c in runtimes[0]["spec"]["containers"] if c["name"] == "kserve-container"]
+    env = container_env(container)
+    assert env["MLSERVER_MODEL_IMPLEMENTATION"] == serve.IMPLEMENTATION
+    assert {k: env.get(k) for k in serve.TUNING} == serve.TUNING
+    module, _, cls = serve.IMPLEMENTATION.rpartition(".")
+    assert hasattr(importlib.import_module(module), cls)
+    dockerfile = (ROOT / "images" / "serving" / "Dockerfile").read_text()
+    for name, value in {"MLSERVER_MODEL_IMPLEMENTATION": serve.IMPLEMENTATION, **serve.TUNING}.items():
+        assert f"    {name}={value} \\" in dockerfile, name
