@@ -129,6 +129,7 @@ def test_promotions_racing_as_processes_end_consistent(race_model, cli) -> None:
     assert results[good][0] in (0, 3), results[good]  # 3 when it was judged after the better one landed
     assert holder() == best
     assert history()[-1] == best and worse not in history()
+    assert "alias.production.lease" not in MlflowClient().get_registered_model(RACE).tags
     code, out, _ = cli("rollback", "--model-name", RACE)
     assert code == 0
     assert holder() in (good, champion) and out.strip().endswith(f"-> {holder()}")
@@ -189,3 +190,22 @@ def test_a_better_promotion_takes_the_alias_back(race_model, monkeypatch) -> Non
     assert calls == [best, best]  # written, overwritten by the competitor, taken back
     assert client.get_model_version_by_alias(RACE, "late").version == best
     assert history("late")[-1] == best
+
+
+def test_promotions_take_turns_through_the_lease(race_model, cli) -> None:
+    """A lease left by a crashed promotion holds the alias until it expires; then the next promotion proceeds
+    and releases its own lease."""
+    champion, better = race_model(100.0), race_model(90.0)
+    assert cli("promote", "--model-name", RACE, "--alias", "turns", "--version", champion)[0] == 0
+    client = MlflowClient()
+    assert "alias.turns.lease" not in client.get_registered_model(RACE).tags  # released after use
+    client.set_registered_model_tag(
+        RACE, "alias.turns.lease", f"crashed-job:7:0123abcd {time.time() + 4:.3f}"
+    )
+    started = time.monotonic()
+    code, _, err = cli("promote", "--model-name", RACE, "--alias", "turns", "--version", better)
+    assert code == 0, err
+    assert time.monotonic() - started >= 3  # it waited for the foreign lease to expire, not overwrote it
+    assert "@turns is being changed by crashed-job:7:0123abcd: waiting for its turn" in err
+    assert holder("turns") == better
+    assert "alias.turns.lease" not in client.get_registered_model(RACE).tags

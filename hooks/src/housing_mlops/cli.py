@@ -240,7 +240,7 @@ def rollback(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_name
     from .promote import rollback as run
 
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
-    old, new = run(name=model_name, alias=alias)
+    old, new = run(name=model_name, alias=alias, wait_timeout=wait_timeout)
     _rollout(model_name, new, isvc_name, isvc_namespace)
     click.echo(f"rolled back: {model_name}@{alias} version {old} -> {new}")
 

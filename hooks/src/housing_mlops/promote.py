@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import registry
@@ -15,6 +20,10 @@ log = logging.getLogger(__name__)
 HISTORY_KEEP = 50
 # MLflow has no compare-and-set on aliases: after moving one we re-read it and settle races this many rounds.
 SETTLE_ROUNDS = 5
+# Promotions and rollbacks of one alias take turns through a lease (a registered-model tag; see `alias_lease`).
+LEASE_TTL_S = 60.0  # a crashed holder blocks the alias this long at most; a promotion holds it for seconds
+LEASE_SETTLE_S = 1.0  # between writing our lease and reading it back: >> one MLflow request
+_held: set[tuple[str, str]] = set()  # leases this process holds (re-entrant: a nested call does not wait)
 
 
 @dataclass
@@ -73,6 +82,68 @@ def _remember(name: str, alias: str, holder: str, drop: str | None = None) -> No
         history.pop()
     if [*history, holder] != before:
         _set_history(name, alias, [*history, holder])
+
+
+def _lease_key(alias: str) -> str:
+    return f"alias.{alias}.lease"
+
+
+def _read_lease(name: str, alias: str) -> tuple[str, float] | None:
+    raw = registry.client().get_registered_model(name).tags.get(_lease_key(alias), "")
+    token, _, expiry = raw.rpartition(" ")
+    try:
+        return (token, float(expiry)) if token else None
+    except ValueError:
+        return None  # not ours to interpret: treated as free, and overwritten
+
+
+@contextmanager
+def alias_lease(name: str, alias: str, timeout: float) -> Iterator[None]:
+    """Hold the alias' lease while judging and moving it, so concurrent promotions of it take turns.
+
+    MLflow has no compare-and-set, so this is Fischer's protocol on a registered-model tag: when the lease is
+    free (absent or expired), write our token, wait LEASE_SETTLE_S, read it back; whoever wrote last holds it,
+    the others wait. That holds as long as reading "free" and writing take less than LEASE_SETTLE_S (one
+    request each). The lease expires after LEASE_TTL_S, so a crashed job does not block the alias for long.
+    `_settle` still re-reads the alias after moving it: the lease is the first line, not the only one.
+    """
+    key = (name, alias)
+    if key in _held:  # re-entrant within this process
+        yield
+        return
+    client = registry.client()
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + max(timeout, 2 * LEASE_TTL_S)
+    while True:
+        lease = _read_lease(name, alias)
+        if lease is None or lease[1] < time.time():
+            client.set_registered_model_tag(
+                name, _lease_key(alias), f"{token} {time.time() + LEASE_TTL_S:.3f}"
+            )
+            time.sleep(LEASE_SETTLE_S)
+            lease = _read_lease(name, alias)
+            if lease is not None and lease[0] == token:
+                break
+        if time.monotonic() >= deadline:
+            holder = lease[0] if lease else "?"
+            raise HousingError(
+                f"@{alias} of {name!r} is being changed by {holder}: gave up waiting; retry later"
+            )
+        log.info(
+            "@%s is being changed by %s: waiting for its turn", alias, lease[0] if lease else "another job"
+        )
+        time.sleep(0.5)
+    _held.add(key)
+    try:
+        yield
+    finally:
+        _held.discard(key)
+        try:
+            lease = _read_lease(name, alias)
+            if lease is not None and lease[0] == token:
+                client.delete_registered_model_tag(name, _lease_key(alias))
+        except Exception as exc:  # the lease expires on its own
+            log.warning("could not release the lease on @%s (%s); it expires in %gs", alias, exc, LEASE_TTL_S)
 
 
 def _rank(version, score: float, gate: Gate) -> tuple:
@@ -159,6 +230,11 @@ def promote(
     if candidate.status != "READY":
         raise HousingError(f"version {candidate.version} is {candidate.status}, not READY")
     score = _metric(candidate, gate.metric)
+    with alias_lease(name, alias, wait_timeout):
+        return _promote(name, alias, candidate, score, gate)
+
+
+def _promote(name: str, alias: str, candidate, score: float, gate: Gate) -> tuple[str, str]:
     for _ in range(SETTLE_ROUNDS):
         champion = _holder(name, alias)
         if champion is not None and champion.version == candidate.version:
@@ -224,8 +300,13 @@ def _move(
     return "promoted", candidate.version
 
 
-def rollback(*, name: str, alias: str) -> tuple[str, str]:
+def rollback(*, name: str, alias: str, wait_timeout: float = 120.0) -> tuple[str, str]:
     """Point ``alias`` back at the previous champion. Returns (from_version, to_version)."""
+    with alias_lease(name, alias, wait_timeout):
+        return _rollback(name, alias)
+
+
+def _rollback(name: str, alias: str) -> tuple[str, str]:
     client = registry.client()
     current = registry.get_version(name, alias=alias)
     history = _history(name, alias)
