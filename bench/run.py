@@ -431,10 +431,7 @@ def bench_demo(timeout: float) -> dict:
     )
     env = {
         **base_env(),
-        "HOUSING_LOCAL_DIR": str(state),
-        "HOUSING_LOCAL_PG_PORT": str(cfg.pg_port),
-        "HOUSING_LOCAL_S3_PORT": str(cfg.s3_port),
-        "HOUSING_LOCAL_MLFLOW_PORT": str(cfg.mlflow_port),
+        **cfg.to_env(),
         "HOUSING_LOCAL_SERVE_PORT": str(free_port()),
     }
     deadline = time.monotonic() + timeout

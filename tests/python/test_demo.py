@@ -30,10 +30,7 @@ def test_demo_fresh_then_restarted(tmp_path: Path) -> None:
     serve_port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "HOUSING_"))},
-        "HOUSING_LOCAL_DIR": str(state),
-        "HOUSING_LOCAL_PG_PORT": str(cfg.pg_port),
-        "HOUSING_LOCAL_S3_PORT": str(cfg.s3_port),
-        "HOUSING_LOCAL_MLFLOW_PORT": str(cfg.mlflow_port),
+        **cfg.to_env(),
         "HOUSING_LOCAL_SERVE_PORT": str(serve_port),
         **({"HOUSING_CSV": str(REAL_CSV)} if REAL_CSV.is_file() else {}),
     }

@@ -82,3 +82,11 @@ def test_mlflow_restart_upgrades_the_schema_only_when_mlflow_changed(
     assert "mlflow: db upgrade (schema of 2.0.0)" in caplog.text
     assert stamp.read_text().strip() == installed
     assert {e.name for e in MlflowClient().search_experiments()} == experiments
+
+
+def test_config_round_trips_through_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for auth in (False, True):
+        cfg = local.LocalConfig(state_dir=tmp_path, pg_port=1, s3_port=2, mlflow_port=3, auth=auth)
+        for key, value in cfg.to_env().items():
+            monkeypatch.setenv(key, value)
+        assert local.LocalConfig.from_env() == cfg

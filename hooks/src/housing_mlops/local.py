@@ -63,6 +63,16 @@ class LocalConfig:
             auth=env.get("HOUSING_LOCAL_AUTH", "").lower() in ("1", "true", "yes"),
         )
 
+    def to_env(self) -> dict[str, str]:
+        """The variables `from_env` reads, for a child process (the demo) that must use this stack."""
+        return {
+            "HOUSING_LOCAL_DIR": str(self.state_dir),
+            "HOUSING_LOCAL_PG_PORT": str(self.pg_port),
+            "HOUSING_LOCAL_S3_PORT": str(self.s3_port),
+            "HOUSING_LOCAL_MLFLOW_PORT": str(self.mlflow_port),
+            "HOUSING_LOCAL_AUTH": "1" if self.auth else "",
+        }
+
     @property
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
