@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import data, local
@@ -29,11 +31,19 @@ class Stages:
         self.started = time.perf_counter()
         self.times: dict[str, float] = {}
 
-    def run(self, name: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
-        print(f"\n==> housing-mlops {' '.join(argv)}", flush=True)
+    @contextmanager
+    def timed(self, name: str, title: str | None = None) -> Iterator[None]:
+        """Time the block as stage ``name``; print ``title`` first when given."""
+        if title:
+            print(f"\n==> {title}", flush=True)
         t = time.perf_counter()
-        code = cli_main(argv)
+        yield
         self.times[name] = round(time.perf_counter() - t, 2)
+
+    def run(self, name: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
+        """Stage ``name``: `housing-mlops ARGV`, in process."""
+        with self.timed(name, f"housing-mlops {' '.join(argv)}"):
+            code = cli_main(argv)
         if code not in ok_codes:
             raise SystemExit(f"demo: step {name!r} failed with exit code {code}")
         return code
@@ -69,32 +79,25 @@ def main() -> None:
     stages = Stages()
     cfg = local.LocalConfig.from_env()
     port = int(os.environ.get("HOUSING_LOCAL_SERVE_PORT", 8080))
-    print("\n==> housing-mlops local up", flush=True)
-    t = time.perf_counter()
-    local.start(cfg)  # PostgreSQL and S3 answer; MLflow is starting
-    stages.times["local_up"] = round(time.perf_counter() - t, 2)
+    with stages.timed("local_up", "housing-mlops local up"):
+        local.start(cfg)  # PostgreSQL and S3 answer; MLflow is starting
     os.environ.update(cfg.client_env())
 
-    print("\n==> housing-mlops data push", flush=True)
-    t = time.perf_counter()
-    target, _md5 = data.push(Path("."), None, None)  # what `data push` runs; we need the target back
-    stages.times["data_push"] = round(time.perf_counter() - t, 2)
-    t = time.perf_counter()
-    import mlflow.sklearn  # noqa: F401  (what `train` imports first, while MLflow finishes starting)
+    with stages.timed("data_push", "housing-mlops data push"):
+        target, _md5 = data.push(Path("."), None, None)  # what `data push` runs; we need the target back
+    with stages.timed("mlflow_ready"):
+        import mlflow.sklearn  # noqa: F401  (what `train` imports first, while MLflow finishes starting)
 
-    local.wait_mlflow(cfg)
-    stages.times["mlflow_ready"] = round(time.perf_counter() - t, 2)
+        local.wait_mlflow(cfg)
     stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
     # Exit 3 = the gate kept the current champion: the demo then serves that one.
     gate = stages.run("promote", ["promote"], ok_codes=(0, 3))
     model_dir = cfg.state_dir / "models" / "production"
     stages.run("fetch_model", ["fetch-model", "mlflow://housing-model@production", str(model_dir)])
-    print("\n==> housing-mlops serve (MLServer, in the background)", flush=True)
-    t = time.perf_counter()
-    serve_in_background(cfg, model_dir, port)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, "housing-model", 180, poll=0.25)
-    stages.times["serve"] = round(time.perf_counter() - t, 2)
+    with stages.timed("serve", "housing-mlops serve (MLServer, in the background)"):
+        serve_in_background(cfg, model_dir, port)
+        wait_ready(url, "housing-model", 180, poll=0.25)
     stages.run("infer", ["infer", "--url", url])
     total = round(time.perf_counter() - stages.started, 2)
     timings = {
