@@ -420,6 +420,12 @@ def _schema_stamp(cfg: LocalConfig) -> Path:
     return cfg.state_dir / "mlflow-schema"
 
 
+def _stamped_schema(cfg: LocalConfig) -> str | None:
+    """The mlflow version whose schema the database holds, as last recorded; None if never recorded."""
+    stamp = _schema_stamp(cfg)
+    return stamp.read_text().strip() if stamp.is_file() else None
+
+
 def _mlflow_version() -> str:
     from importlib.metadata import version
 
@@ -445,13 +451,10 @@ def start_mlflow(cfg: LocalConfig, state: StackState, wait: bool = True) -> None
     # The server refuses to start on an old schema (after an mlflow upgrade) but creates a fresh one itself.
     # The schema only changes with the mlflow version: the stamp (written once the server answered) records
     # which version's schema the database holds, so a restart skips the ~5 s `db upgrade`.
-    stamp = _schema_stamp(cfg)
     fresh = state.ports.pop("fresh_db", 0)
-    current = stamp.is_file() and stamp.read_text().strip() == _mlflow_version()
-    if not fresh and not current:
-        log.info(
-            "mlflow: db upgrade (schema of %s)", stamp.read_text().strip() if stamp.is_file() else "unknown"
-        )
+    stamped = _stamped_schema(cfg)
+    if not fresh and stamped != _mlflow_version():
+        log.info("mlflow: db upgrade (schema of %s)", stamped or "unknown")
         upgrade = subprocess.run(
             [mlflow_bin, "db", "upgrade", cfg.backend_uri],
             env={**os.environ, **env},
@@ -487,9 +490,9 @@ def start_mlflow(cfg: LocalConfig, state: StackState, wait: bool = True) -> None
 
 def wait_mlflow(cfg: LocalConfig, timeout: float = 90) -> None:
     _wait(cfg, "mlflow", lambda: _mlflow_ready(cfg), timeout=timeout)
-    stamp = _schema_stamp(cfg)
-    if not stamp.is_file() or stamp.read_text().strip() != _mlflow_version():
-        stamp.write_text(_mlflow_version() + "\n")
+    installed = _mlflow_version()
+    if _stamped_schema(cfg) != installed:
+        _schema_stamp(cfg).write_text(installed + "\n")
     log.info("mlflow: up on %s", cfg.mlflow_url)
 
 
