@@ -49,4 +49,11 @@ lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
+# Serving latency/throughput (stock vs ours vs the in-process floor), time to first prediction and model
+# quality, side by side in one run; writes bench/results/{latest.json,report.md,bench.png}.
+BENCH_ARGS ?=
+
+bench: venv ## benchmarks → bench/results/ (report.md, latest.json, bench.png); ~3 min
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 -include mk/*.mk
