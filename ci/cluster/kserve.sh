@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# KServe (KSERVE_VERSION in pins.env) on the local cluster, from its Go module and nothing else:
+# CRDs from the module's charts/kserve-crd, the controller from charts/kserve-resources (Standard mode: raw
+# Deployments, no Knative/Istio, no ingress), the controller image built from cmd/manager (build.sh kserve).
+#
+#   ci/cluster/kserve.sh            install and wait until the controller and its webhooks answer
+#
+# Webhook certificate: a self-signed CA made here (openssl) instead of cert-manager, as KServe's own
+# hack/self-signed-ca.sh does: Secret kserve-webhook-server-cert plus the CA in every webhook's caBundle.
+# cert-manager would be three more binaries and images to build and run (~10 min, ~300 MB) on a throwaway
+# single-node cluster, for one certificate that lives as long as the cluster; the chart does not use it.
+# Left out of the upstream chart: the Issuer/Certificate (cert-manager), the kube-rbac-proxy sidecar (an image
+# from quay.io that cannot be pulled here; metrics stay on the controller's own port), and KServe's own
+# ClusterServingRuntimes/ClusterStorageContainer (their images are not built here; the chart brings its own
+# ServingRuntime and mlflow:// storage container).
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=ci/cluster/pins.env
+. "$HERE/pins.env"
+export PATH=$ROOT/.tools/bin:$PATH
+export KUBECONFIG=${KUBECONFIG:-$("$HERE/cluster.sh" kubeconfig)}
+NS=kserve
+IMAGE=docker.io/housing-mlops/kserve-controller:$KSERVE_VERSION
+WAIT=${KSERVE_WAIT:-300s}
+log() { printf 'kserve: %s\n' "$*"; }
+
+t0=$SECONDS
+"$HERE/build.sh" kserve >/dev/null
+module=$(cd "$HERE/modules/kserve" && go mod download -json "github.com/kserve/kserve@$KSERVE_VERSION" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+log "controller image $IMAGE"
+mkdir -p "$work/image/tmp"
+chmod 1777 "$work/image/tmp"
+cp "$("$HERE/build.sh" --print-bin kserve)/manager" "$work/image/manager"
+printf 'FROM scratch\nCOPY tmp /tmp\nCOPY manager /manager\nUSER 65532:65532\nENTRYPOINT ["/manager"]\n' \
+  >"$work/image/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" "$work/image" >/dev/null
+"$HERE/cluster.sh" import "$IMAGE"
+
+log "CRDs (charts/kserve-crd)"
+helm upgrade --install kserve-crd "$module/charts/kserve-crd" -n "$NS" --create-namespace --wait --timeout "$WAIT" \
+  >/dev/null
+
+log "webhook certificate (self-signed CA)"
+svc=kserve-webhook-server-service
+openssl req -x509 -new -nodes -newkey rsa:2048 -keyout "$work/ca.key" -out "$work/ca.crt" -days 30 \
+  -subj /CN=kserve-webhook-ca 2>/dev/null
+openssl req -new -nodes -newkey rsa:2048 -keyout "$work/tls.key" -out "$work/tls.csr" -subj "/CN=$svc.$NS.svc" \
+  2>/dev/null
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n%s\n' \
+  "subjectAltName=DNS:$svc,DNS:$svc.$NS,DNS:$svc.$NS.svc,DNS:$svc.$NS.svc.cluster.local" >"$work/tls.ext"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial -days 30 \
+  -extfile "$work/tls.ext" -out "$work/tls.crt" 2>/dev/null
+kubectl create secret generic kserve-webhook-server-cert -n "$NS" --type=kubernetes.io/tls \
+  --from-file=tls.crt="$work/tls.crt" --from-file=tls.key="$work/tls.key" --from-file=ca.crt="$work/ca.crt" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+
+log "controller (charts/kserve-resources, Standard mode)"
+helm template kserve "$module/charts/kserve-resources" -n "$NS" \
+  --set kserve.controller.deploymentMode=Standard \
+  --set kserve.controller.gateway.disableIngressCreation=true \
+  --set kserve.controller.image="${IMAGE%:*}" --set kserve.controller.tag="$KSERVE_VERSION" \
+  --set kserve.localmodel.enabled=false >"$work/rendered.yaml"
+"${PYTHON:-python3}" "$HERE/kserve_manifests.py" "$work/rendered.yaml" "$work/ca.crt" >"$work/kserve.yaml"
+kubectl apply -n "$NS" -f "$work/kserve.yaml" >/dev/null
+kubectl rollout status deployment/kserve-controller-manager -n "$NS" --timeout="$WAIT" >/dev/null
+# The webhooks fail closed: wait until one answers (a dry-run create of an InferenceService goes through them).
+deadline=$((SECONDS + 120))
+until kubectl create --dry-run=server -o name -f - >/dev/null 2>"$work/dry-run.err" <<'EOF'; do
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata: {name: webhook-probe, namespace: default}
+spec:
+  predictor:
+    model:
+      modelFormat: {name: sklearn}
+      storageUri: s3://probe/model
+EOF
+  if ((SECONDS >= deadline)); then
+    cat "$work/dry-run.err" >&2
+    echo "kserve: the webhooks did not answer within 120 s" >&2
+    exit 1
+  fi
+  sleep 1
+done
+log "ready in $((SECONDS - t0)) s"
