@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The cluster path end to end on a throwaway kind cluster (docs/cluster.md):
-#   kind cluster -> cert-manager + KServe (Standard mode) -> in-cluster S3 store + buckets
+# The cluster path end to end on a throwaway cluster (docs/cluster.md):
+#   cluster (kind, or the local provider ci/cluster/) -> KServe (Standard mode; kind: cert-manager first)
+#   -> in-cluster S3 store + buckets
 #   -> images built and loaded -> DVC remote seeded -> helm install (values/kind.yaml)
 #   -> InferenceService Ready -> helm test -> helm upgrade: a retrain the gate accepts, one it rejects
 #   -> helm rollback: the previous model answers -> helm uninstall: nothing left -> cluster deleted.
 #
-#   ci/e2e.sh [--dry-run] [--keep-cluster]
+#   ci/e2e.sh [--provider kind|local] [--dry-run] [--keep-cluster]
 #
+#   --provider      kind (default; Docker and the internet: pulls kindest/node, cert-manager, KServe, moto) or
+#                   local (ci/cluster/: upstream Kubernetes built here, KServe from its Go module, no registry;
+#                   needs root). Also E2E_PROVIDER. Everything after "cluster, KServe, images" is shared.
 #   --dry-run       print every command, in order, without running any (needs no Docker, no cluster)
-#   --keep-cluster  leave the kind cluster running at the end (also E2E_KEEP_CLUSTER=1)
+#   --keep-cluster  leave the cluster running at the end (also E2E_KEEP_CLUSTER=1)
 #
 # Environment: E2E_CLUSTER (housing-e2e), E2E_NAMESPACE (housing), E2E_RELEASE (housing),
 # E2E_WORKDIR (.local/e2e: kubeconfig, diagnostics), HOUSING_CSV (seed the DVC remote from this file),
@@ -71,8 +75,16 @@ WORKDIR=${E2E_WORKDIR:-$ROOT/.local/e2e}
 ARTIFACTS=$WORKDIR/artifacts
 DRY_RUN=0
 KEEP=${E2E_KEEP_CLUSTER:-0}
-for arg in "$@"; do
+PROVIDER=${E2E_PROVIDER:-kind}
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  arg=${args[i]}
   case $arg in
+    --provider=*) PROVIDER=${arg#--provider=} ;;
+    --provider)
+      i=$((i + 1))
+      PROVIDER=${args[i]:-}
+      ;;
     --dry-run) DRY_RUN=1 ;;
     --keep-cluster) KEEP=1 ;;
     -h | --help)
@@ -85,10 +97,25 @@ for arg in "$@"; do
       ;;
   esac
 done
+case $PROVIDER in
+  kind | local) ;;
+  *)
+    echo "e2e: unknown provider '$PROVIDER' (kind or local)" >&2
+    exit 2
+    ;;
+esac
+LOCAL_CLUSTER=ci/cluster/cluster.sh
+VALUES_ARGS=(-f "$VALUES")
+if [[ $PROVIDER == local ]]; then
+  VALUES_ARGS+=(-f values/local.yaml) # imported images, the PostgreSQL stand-in
+fi
 
 TOOLS_BIN=${E2E_TOOLS_BIN:-$ROOT/.tools/bin} # kind goes here; `make tools` puts helm and kubectl in .tools/bin
 export PATH=$TOOLS_BIN:$ROOT/.tools/bin:$PATH
 export KUBECONFIG=$WORKDIR/kubeconfig
+if [[ $PROVIDER == local ]]; then
+  KUBECONFIG=$(ci/cluster/cluster.sh kubeconfig)
+fi
 
 # --- helpers ------------------------------------------------------------------------------------------------
 exec 3>&1 # the trace goes to the original stdout, even from inside $(...)
@@ -306,7 +333,12 @@ collect_diagnostics() {
       diag "$ns-logs.txt" kubectl logs -n "$ns" "$pod" --all-containers --prefix --previous
     done
   done
-  diag kind-export.txt kind export logs "$ARTIFACTS/kind" --name "$CLUSTER"
+  if [[ $PROVIDER == kind ]]; then
+    diag kind-export.txt kind export logs "$ARTIFACTS/kind" --name "$CLUSTER"
+  else
+    diag local-cluster.txt "$LOCAL_CLUSTER" status
+    diag local-cluster.txt cp -r "$(dirname "$(dirname "$KUBECONFIG")")/logs" "$ARTIFACTS/local-cluster-logs"
+  fi
   if ((!DRY_RUN)); then
     echo "e2e: diagnostics in $ARTIFACTS; the last events in $NS:" >&2
     tail -n 30 "$ARTIFACTS/$NS-events.txt" >&2 || true
@@ -314,6 +346,14 @@ collect_diagnostics() {
 }
 
 delete_cluster() {
+  if [[ $PROVIDER == local ]]; then
+    if ((KEEP)); then
+      say "kept: the local cluster (KUBECONFIG=$KUBECONFIG); stop it with: $LOCAL_CLUSTER down"
+      return 0
+    fi
+    run "$LOCAL_CLUSTER" down
+    return 0
+  fi
   if ((KEEP)); then
     say "kept: kind cluster $CLUSTER (KUBECONFIG=$KUBECONFIG); delete it with: kind delete cluster --name $CLUSTER"
     return 0
@@ -339,6 +379,9 @@ VERSION=${VERSION:-unknown}
 MLFLOW_IMAGE=housing-mlops/mlflow:$VERSION
 JOBS_IMAGE=housing-mlops/jobs:$VERSION
 SERVING_IMAGE=housing-mlops/serving:$VERSION
+TEST_SERVICES_IMAGE=housing-mlops/test-services:$VERSION # local provider: the S3 store (ci/cluster/s3.yaml)
+PG_STANDIN=housing-mlops/postgres-standin:15              # local provider: values/local.yaml
+LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-housing-mlops/base:bookworm-py3.11}
 
 if ((DRY_RUN)); then
   echo "e2e: dry run: every command in order, nothing is run (pins: kind $KIND_VERSION, node $KIND_NODE_IMAGE," \
@@ -349,49 +392,84 @@ else
   rm -rf "$ARTIFACTS"
 fi
 
-phase preflight "tools (kind $KIND_VERSION pinned into .tools/bin; helm, kubectl by make tools)"
-[[ $VERSION != unknown ]] || ((DRY_RUN)) || die "no version in hooks/pyproject.toml"
-if ((!DRY_RUN)); then
-  for tool in docker make go python3 git; do
-    command -v "$tool" >/dev/null || die "$tool is required (see docs/cluster.md)"
-  done
+if [[ $PROVIDER == kind ]]; then
+  phase preflight "tools (kind $KIND_VERSION pinned into .tools/bin; helm, kubectl by make tools)"
+  [[ $VERSION != unknown ]] || ((DRY_RUN)) || die "no version in hooks/pyproject.toml"
+  if ((!DRY_RUN)); then
+    for tool in docker make go python3 git; do
+      command -v "$tool" >/dev/null || die "$tool is required (see docs/cluster.md)"
+    done
+  fi
+  run docker info --format '{{.ServerVersion}}'
+  if ((DRY_RUN)) || ! kind version 2>/dev/null | grep -q " $KIND_VERSION "; then
+    run timeout 10m env GOBIN="$TOOLS_BIN" go install "sigs.k8s.io/kind@$KIND_VERSION"
+  fi
+  run kind version
+  run timeout 20m make tools
+  run helm version --short
+  run kubectl version --client
+
+  phase cluster "create the kind cluster $CLUSTER (Kubernetes ${KIND_NODE_IMAGE#*:v})"
+  if ((!DRY_RUN)) && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+    die "a kind cluster named $CLUSTER exists: delete it (kind delete cluster --name $CLUSTER) or set E2E_CLUSTER"
+  fi
+  CLUSTER_CREATED=1
+  run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config ci/kind/cluster.yaml \
+    --kubeconfig "$KUBECONFIG" --wait "$T_NODES"
+  run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
+
+  phase cert-manager "cert-manager $CERT_MANAGER_VERSION (KServe's webhook certificates)"
+  run helm install cert-manager "$CERT_MANAGER_CHART" --version "$CERT_MANAGER_VERSION" \
+    --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout "$T_INFRA"
+
+  phase kserve "KServe $KSERVE_VERSION from its OCI charts, kserve-crd then kserve, Standard (raw Deployment) mode"
+  run helm install kserve-crd "$KSERVE_CRD_CHART" --version "$KSERVE_VERSION" \
+    --namespace kserve --create-namespace --wait --timeout "$T_INFRA"
+  run helm install kserve "$KSERVE_CHART" --version "$KSERVE_VERSION" --namespace kserve \
+    --set kserve.controller.deploymentMode=Standard \
+    --set kserve.controller.gateway.disableIngressCreation=true \
+    --wait --timeout "$T_INFRA"
+  run kubectl wait --for=condition=Available deployment --all -n kserve --timeout="${T_INFRA}"
+
+  phase s3 "in-cluster S3-compatible store ($S3_ENDPOINT) with the bucket, S3 credentials Secret"
+  run kubectl apply -f "$S3_MANIFEST"
+  run kubectl rollout status deployment/s3 -n "$S3_NS" --timeout="$T_S3"
+  run kubectl wait --for=condition=Complete job/s3-buckets -n "$S3_NS" --timeout="$T_S3"
+  run kubectl logs -n "$S3_NS" job/s3-buckets
+else
+  phase preflight "root, Docker, the pinned tools (make tools), the cluster's binaries (ci/cluster/build.sh)"
+  [[ $VERSION != unknown ]] || ((DRY_RUN)) || die "no version in hooks/pyproject.toml"
+  ((DRY_RUN)) || [[ $(id -u) == 0 ]] || die "the local provider needs root (kubelet, containerd, iptables)"
+  run images/docker-up.sh
+  run timeout 20m make tools
+  run timeout 60m ci/cluster/build.sh
+  run helm version --short
+  run kubectl version --client
+
+  # Before the cluster: the images the chart and the e2e run (imported once the cluster's containerd is up).
+  phase images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE, the test S3 store and the PostgreSQL stand-in"
+  run timeout 60m make images
+  run timeout 30m images/build.sh test-services
+  run timeout 30m docker build -q -t "$PG_STANDIN" --build-arg "BASE_IMAGE=$LOCAL_BASE_IMAGE" ci/cluster/standins/postgres
+
+  phase cluster "start the local cluster (upstream Kubernetes, ci/cluster/cluster.sh)"
+  if ((!DRY_RUN)) && "$LOCAL_CLUSTER" status | grep -q ' pid '; then
+    die "the local cluster is already running: stop it ($LOCAL_CLUSTER down) first"
+  fi
+  CLUSTER_CREATED=1
+  run timeout 20m "$LOCAL_CLUSTER" up
+  run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
+  run timeout 20m "$LOCAL_CLUSTER" import "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE" "$TEST_SERVICES_IMAGE" \
+    "$PG_STANDIN"
+
+  phase kserve "KServe $KSERVE_VERSION from its Go module (CRDs, controller built from cmd/manager), Standard mode"
+  run timeout 30m ci/cluster/kserve.sh
+
+  phase s3 "in-cluster S3-compatible store ($S3_ENDPOINT) with the bucket, S3 credentials Secret"
+  show kubectl apply -f ci/cluster/s3.yaml "(@VERSION@ = $VERSION)"
+  ((DRY_RUN)) || sed "s/@VERSION@/$VERSION/g" ci/cluster/s3.yaml | kubectl apply -f -
+  run kubectl rollout status deployment/s3 -n "$S3_NS" --timeout="$T_S3"
 fi
-run docker info --format '{{.ServerVersion}}'
-if ((DRY_RUN)) || ! kind version 2>/dev/null | grep -q " $KIND_VERSION "; then
-  run timeout 10m env GOBIN="$TOOLS_BIN" go install "sigs.k8s.io/kind@$KIND_VERSION"
-fi
-run kind version
-run timeout 20m make tools
-run helm version --short
-run kubectl version --client
-
-phase cluster "create the kind cluster $CLUSTER (Kubernetes ${KIND_NODE_IMAGE#*:v})"
-if ((!DRY_RUN)) && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  die "a kind cluster named $CLUSTER exists: delete it (kind delete cluster --name $CLUSTER) or set E2E_CLUSTER"
-fi
-CLUSTER_CREATED=1
-run kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --config ci/kind/cluster.yaml \
-  --kubeconfig "$KUBECONFIG" --wait "$T_NODES"
-run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
-
-phase cert-manager "cert-manager $CERT_MANAGER_VERSION (KServe's webhook certificates)"
-run helm install cert-manager "$CERT_MANAGER_CHART" --version "$CERT_MANAGER_VERSION" \
-  --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout "$T_INFRA"
-
-phase kserve "KServe $KSERVE_VERSION from its OCI charts, kserve-crd then kserve, Standard (raw Deployment) mode"
-run helm install kserve-crd "$KSERVE_CRD_CHART" --version "$KSERVE_VERSION" \
-  --namespace kserve --create-namespace --wait --timeout "$T_INFRA"
-run helm install kserve "$KSERVE_CHART" --version "$KSERVE_VERSION" --namespace kserve \
-  --set kserve.controller.deploymentMode=Standard \
-  --set kserve.controller.gateway.disableIngressCreation=true \
-  --wait --timeout "$T_INFRA"
-run kubectl wait --for=condition=Available deployment --all -n kserve --timeout="${T_INFRA}"
-
-phase s3 "in-cluster S3-compatible store ($S3_ENDPOINT) with the bucket, S3 credentials Secret"
-run kubectl apply -f "$S3_MANIFEST"
-run kubectl rollout status deployment/s3 -n "$S3_NS" --timeout="$T_S3"
-run kubectl wait --for=condition=Complete job/s3-buckets -n "$S3_NS" --timeout="$T_S3"
-run kubectl logs -n "$S3_NS" job/s3-buckets
 run kubectl create namespace "$NS"
 run kubectl create service externalname minio -n "$NS" --external-name "$S3_HOST" --tcp=9000:9000
 run kubectl create secret generic "$S3_SECRET" -n "$NS" \
@@ -400,9 +478,11 @@ run kubectl annotate secret "$S3_SECRET" -n "$NS" "serving.kserve.io/s3-endpoint
   serving.kserve.io/s3-usehttps=0 # used in pinned mode (KServe's own storage initializer)
 run kubectl label service/minio "secret/$S3_SECRET" -n "$NS" "$E2E_LABEL"
 
-phase images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE and load them into kind"
-run timeout 60m make images
-run timeout 20m kind load docker-image --name "$CLUSTER" "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE"
+if [[ $PROVIDER == kind ]]; then
+  phase images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE and load them into kind"
+  run timeout 60m make images
+  run timeout 20m kind load docker-image --name "$CLUSTER" "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE"
+fi
 
 phase seed "seed the DVC remote $DVC_REMOTE (data push from the jobs image)"
 if [[ -n ${HOUSING_CSV:-} ]]; then
@@ -419,7 +499,7 @@ else
 fi
 
 phase install "helm install $RELEASE with $VALUES (trains, then the post-install hook promotes)"
-run helm install "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" --wait --timeout "$T_INSTALL"
+run helm install "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" --wait --timeout "$T_INSTALL"
 run kubectl get pods,jobs -n "$NS" -o wide
 
 phase ready "InferenceService $ISVC Ready and serving"
@@ -432,7 +512,7 @@ phase test "helm test --logs (V2 inference + MLflow health and alias)"
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 
 phase upgrade-accepted "helm upgrade: a retrain that the gate accepts; production moves, the predictor follows"
-run helm upgrade "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" -f ci/kind/upgrade-accepted.yaml \
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-accepted.yaml \
   --wait --timeout "$T_INSTALL"
 wait_serving accepted
 resolve_production accepted
@@ -446,7 +526,7 @@ phase upgrade-rejected "helm upgrade: a worse retrain that the gate rejects; pro
 # The promotion hook exits 3 on a rejected candidate, which fails the hook and so the release (revision 3):
 # that failure is the expected verdict, as long as it is the gate's (exit 3) and nothing else.
 REJECTED_RC=0
-run helm upgrade "$RELEASE" "$CHART" -n "$NS" -f "$VALUES" -f ci/kind/upgrade-rejected.yaml \
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-rejected.yaml \
   --wait --timeout "$T_INSTALL" || REJECTED_RC=$?
 if ((DRY_RUN || REJECTED_RC != 0)); then
   say "helm upgrade failed (${REJECTED_RC/#0/a non-zero exit}): expected if the gate rejected; was it the gate?"

@@ -75,10 +75,11 @@ stop() { # stop NAME...: TERM by recorded PID, KILL after 30 s
     pid=$(cat "$RUN/$name.pid")
     if kill "$pid" 2>/dev/null; then
       for ((i = 0; i < 60; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$RUN/$name.pid"
   done
+  return 0
 }
 
 # --- host preparation ---------------------------------------------------------------------------------------
@@ -129,7 +130,7 @@ remove_owned_iptables() {
   for table in filter nat mangle raw; do
     iptables-save -t "$table" 2>/dev/null | grep -E -- '^-A ' |
       grep -Ev -- "^-A ${OWNED#^}" | grep -E -- "-j ${OWNED#^}|-g ${OWNED#^}" | sed 's/^-A /-D /' |
-      while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done
+      while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done || true
     for chain in $(iptables-save -t "$table" 2>/dev/null | sed -n 's/^:\([^ ]*\) .*/\1/p' | grep -E "$OWNED"); do
       iptables -t "$table" -F "$chain" 2>/dev/null || true
     done
@@ -330,7 +331,7 @@ up() {
   if alive apiserver || alive kubelet; then die "already up (ci/cluster/cluster.sh down first)"; fi
   local t0=$SECONDS
   host_packages
-  command -v kubectl >/dev/null || make -C "$ROOT" tools >/dev/null
+  [[ -x $ROOT/.tools/bin/kubectl && -x $ROOT/.tools/bin/helm ]] || make -C "$ROOT" tools >/dev/null
   "$HERE/build.sh" k8s etcd pause coredns local-path kube-router
   "$ROOT/images/docker-up.sh"
   mkdir -p "$DIR" "$RUN" "$LOGS"
@@ -359,6 +360,7 @@ up() {
     --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$PKI/apiserver-kubelet-client.key" --kubelet-certificate-authority="$PKI/ca.crt" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range="$SERVICE_CIDR" --authorization-mode=Node,RBAC \

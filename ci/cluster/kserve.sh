@@ -27,6 +27,7 @@ WAIT=${KSERVE_WAIT:-300s}
 log() { printf 'kserve: %s\n' "$*"; }
 
 t0=$SECONDS
+[[ -x $ROOT/.tools/bin/helm ]] || make -C "$ROOT" tools >/dev/null
 "$HERE/build.sh" kserve >/dev/null
 module=$(cd "$HERE/modules/kserve" && go mod download -json "github.com/kserve/kserve@$KSERVE_VERSION" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
@@ -39,7 +40,7 @@ chmod 1777 "$work/image/tmp"
 cp "$("$HERE/build.sh" --print-bin kserve)/manager" "$work/image/manager"
 printf 'FROM scratch\nCOPY tmp /tmp\nCOPY manager /manager\nUSER 65532:65532\nENTRYPOINT ["/manager"]\n' \
   >"$work/image/Dockerfile"
-DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" "$work/image" >/dev/null
+DOCKER_BUILDKIT=0 docker build -q -t "$IMAGE" "$work/image" >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
 "$HERE/cluster.sh" import "$IMAGE"
 
 log "CRDs (charts/kserve-crd)"
@@ -66,7 +67,7 @@ helm template kserve "$module/charts/kserve-resources" -n "$NS" \
   --set kserve.controller.gateway.disableIngressCreation=true \
   --set kserve.controller.image="${IMAGE%:*}" --set kserve.controller.tag="$KSERVE_VERSION" \
   --set kserve.localmodel.enabled=false >"$work/rendered.yaml"
-"${PYTHON:-python3}" "$HERE/kserve_manifests.py" "$work/rendered.yaml" "$work/ca.crt" >"$work/kserve.yaml"
+"${PYTHON:-$(command -v "$ROOT/.venv/bin/python" || echo python3)}" "$HERE/kserve_manifests.py" "$work/rendered.yaml" "$work/ca.crt" >"$work/kserve.yaml"
 kubectl apply -n "$NS" -f "$work/kserve.yaml" >/dev/null
 kubectl rollout status deployment/kserve-controller-manager -n "$NS" --timeout="$WAIT" >/dev/null
 # The webhooks fail closed: wait until one answers (a dry-run create of an InferenceService goes through them).
