@@ -565,7 +565,7 @@ fi
 expect_failure "the release is gone" helm status "$RELEASE" -n "$NS"
 run kubectl delete namespace "$NS" --wait --timeout=180s
 
-phase teardown "delete the kind cluster"
+phase teardown "delete the $PROVIDER cluster"
 if ((DRY_RUN)); then
   delete_cluster
   printf '\n==> on failure (EXIT trap): diagnostics into %s, then the cluster is deleted\n' "$ARTIFACTS"

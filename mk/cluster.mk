@@ -13,3 +13,7 @@ cluster-down: ## stop the local cluster and undo its host changes
 
 cluster-status: ## what of the local cluster runs
 	ci/cluster/cluster.sh status
+
+.PHONY: e2e-local
+e2e-local: ## the whole chart on the local cluster (ci/e2e.sh --provider local; root, no registry needed)
+	ci/e2e.sh --provider local

@@ -1,0 +1,195 @@
+"""The local cluster provider (ci/cluster/) and `ci/e2e.sh --provider local`, checked without a cluster.
+
+The real run is `make e2e-local` (CI runs it after `make test`); these tests pin what it is made of: the phase
+order, no registry in its path, pins in one file, the KServe manifest adaptation, the values overlay.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_e2e_script import ROOT, SCRIPT, _commands, _main_run, _render
+
+CLUSTER = ROOT / "ci" / "cluster"
+LOCAL_PHASES = [
+    "preflight",
+    "images",
+    "cluster",
+    "kserve",
+    "s3",
+    "seed",
+    "install",
+    "ready",
+    "test",
+    "upgrade-accepted",
+    "upgrade-rejected",
+    "rollback",
+    "uninstall",
+    "teardown",
+]
+
+
+@pytest.fixture(scope="module")
+def local_dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path_factory.mktemp("home")),
+        "E2E_WORKDIR": str(tmp_path_factory.mktemp("e2e")),
+    }
+    result = subprocess.run(
+        [str(SCRIPT), "--provider", "local", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_local_dry_run_walks_its_phases_in_order(local_dry_run: list[str]) -> None:
+    phases = [m.group(1) for line in local_dry_run if (m := re.match(r"==> phase (\S+):", line))]
+    assert phases == LOCAL_PHASES
+
+
+def test_local_path_needs_no_registry(local_dry_run: list[str]) -> None:
+    """No kind, no OCI chart, no pull: everything comes from the Go module proxy, PyPI or Debian."""
+    commands = _commands(_main_run(local_dry_run))
+    joined = "\n".join(commands)
+    assert not re.search(r"^kind |oci://|docker pull|cert-manager", joined, re.MULTILINE), joined
+    assert "ci/cluster/cluster.sh up" in joined
+    assert "ci/cluster/kserve.sh" in joined
+    assert commands[-1] == "ci/cluster/cluster.sh down"
+    install = next(c for c in commands if c.startswith("helm install housing "))
+    assert "-f values/kind.yaml -f values/local.yaml" in install
+
+
+def test_unknown_provider_is_refused() -> None:
+    result = subprocess.run(
+        [str(SCRIPT), "--provider", "minikube", "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "unknown provider 'minikube'" in result.stderr
+
+
+def test_pins_live_in_one_file() -> None:
+    pins = dict(
+        line.split("=", 1)
+        for line in (CLUSTER / "pins.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for key in ("KUBERNETES_VERSION", "ETCD_VERSION", "COREDNS_VERSION", "KSERVE_VERSION", "KUBE_ROUTER_VERSION"):
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", pins[key]), key
+    # The wrapper modules require exactly the pinned versions.
+    mods = {
+        "k8s": ("k8s.io/kubernetes", "KUBERNETES_VERSION"),
+        "etcd": ("go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
+        "coredns": ("github.com/coredns/coredns", "COREDNS_VERSION"),
+        "kserve": ("github.com/kserve/kserve", "KSERVE_VERSION"),
+        "kube-router": ("github.com/cloudnativelabs/kube-router/v2", "KUBE_ROUTER_VERSION"),
+        "local-path": ("github.com/rancher/local-path-provisioner", "LOCAL_PATH_PROVISIONER_VERSION"),
+        "helm3": ("helm.sh/helm/v3", "HELM3_VERSION"),
+    }
+    for mod, (path, key) in mods.items():
+        gomod = (CLUSTER / "modules" / mod / "go.mod").read_text()
+        assert re.search(rf"^\s*(require )?{re.escape(path)} {re.escape(pins[key])}\b", gomod, re.MULTILINE), mod
+
+
+def test_cluster_help_and_bad_command() -> None:
+    ok = subprocess.run([str(CLUSTER / "cluster.sh"), "--help"], capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "cluster.sh up" in ok.stdout
+    bad = subprocess.run([str(CLUSTER / "cluster.sh"), "upp"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    unknown = subprocess.run(
+        [str(CLUSTER / "build.sh"), "--print-bin", "kubeflow"], capture_output=True, text=True, check=False
+    )
+    assert unknown.returncode != 0 and "unknown component 'kubeflow'" in unknown.stderr
+
+
+def _kserve_docs() -> list[dict]:
+    webhook = {"name": "w", "clientConfig": {"service": {"name": "kserve-webhook-server-service"}}}
+    return [
+        {"kind": "Issuer", "metadata": {"name": "selfsigned-issuer"}},
+        {"kind": "Certificate", "metadata": {"name": "serving-cert"}},
+        {
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "m", "annotations": {"cert-manager.io/inject-ca-from": "kserve/serving-cert"}},
+            "webhooks": [dict(webhook)],
+        },
+        {"kind": "ValidatingWebhookConfiguration", "metadata": {"name": "v"}, "webhooks": [dict(webhook)]},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "kserve-controller-manager"},
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "manager", "image": "x"}, {"name": "kube-rbac-proxy"}]}
+                }
+            },
+        },
+        {"kind": "ClusterServingRuntime", "metadata": {"name": "kserve-sklearnserver"}},
+        {"kind": "ClusterStorageContainer", "metadata": {"name": "default"}},
+    ]
+
+
+def test_kserve_manifests_adapt_the_chart(tmp_path: Path) -> None:
+    sys.path.insert(0, str(CLUSTER))
+    try:
+        import kserve_manifests
+    finally:
+        sys.path.remove(str(CLUSTER))
+    kept = kserve_manifests.adapt(_kserve_docs(), "Q0E=")
+    assert [d["kind"] for d in kept] == [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "Deployment",
+    ]
+    for doc in kept[:2]:
+        assert doc["webhooks"][0]["clientConfig"]["caBundle"] == "Q0E="
+        assert "cert-manager.io/inject-ca-from" not in doc["metadata"].get("annotations", {})
+    containers = kept[2]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["manager"]
+    assert containers[0]["imagePullPolicy"] == "Never"
+    with pytest.raises(ValueError, match="no Deployment kserve-controller-manager"):
+        kserve_manifests.adapt(_kserve_docs()[:4], "Q0E=")
+
+
+def test_kserve_manifests_cli_errors_name_the_problem(tmp_path: Path) -> None:
+    import yaml
+
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(_kserve_docs()[:2]))
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(base64.b64decode("Q0E="))
+    result = subprocess.run(
+        [sys.executable, str(CLUSTER / "kserve_manifests.py"), str(rendered), str(ca)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no Deployment kserve-controller-manager" in result.stderr
+
+
+def test_values_local_swaps_only_what_a_registry_would_give() -> None:
+    docs = _render("values/local.yaml")
+    pg = next(d for d in docs if d["kind"] == "StatefulSet")
+    container = pg["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "docker.io/housing-mlops/postgres-standin:15"
+    pods = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
+    policies = {
+        c.get("imagePullPolicy")
+        for d in pods
+        for c in d["spec"]["template"]["spec"].get("containers", [])
+        + d["spec"]["template"]["spec"].get("initContainers", [])
+    }
+    assert policies == {"Never"}
+    # The stand-in keeps the official image's user: the chart's securityContext is unchanged.
+    assert pg["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 70
