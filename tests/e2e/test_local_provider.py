@@ -74,7 +74,11 @@ def test_local_path_needs_no_registry(local_dry_run: list[str]) -> None:
 
 def test_unknown_provider_is_refused() -> None:
     result = subprocess.run(
-        [str(SCRIPT), "--provider", "minikube", "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=False
+        [str(SCRIPT), "--provider", "minikube", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "unknown provider 'minikube'" in result.stderr
@@ -86,7 +90,13 @@ def test_pins_live_in_one_file() -> None:
         for line in (CLUSTER / "pins.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    for key in ("KUBERNETES_VERSION", "ETCD_VERSION", "COREDNS_VERSION", "KSERVE_VERSION", "KUBE_ROUTER_VERSION"):
+    for key in (
+        "KUBERNETES_VERSION",
+        "ETCD_VERSION",
+        "COREDNS_VERSION",
+        "KSERVE_VERSION",
+        "KUBE_ROUTER_VERSION",
+    ):
         assert re.fullmatch(r"v\d+\.\d+\.\d+", pins[key]), key
     # The wrapper modules require exactly the pinned versions.
     mods = {
@@ -100,7 +110,9 @@ def test_pins_live_in_one_file() -> None:
     }
     for mod, (path, key) in mods.items():
         gomod = (CLUSTER / "modules" / mod / "go.mod").read_text()
-        assert re.search(rf"^\s*(require )?{re.escape(path)} {re.escape(pins[key])}\b", gomod, re.MULTILINE), mod
+        assert re.search(
+            rf"^\s*(require )?{re.escape(path)} {re.escape(pins[key])}\b", gomod, re.MULTILINE
+        ), mod
 
 
 def test_cluster_help_and_bad_command() -> None:
@@ -121,7 +133,10 @@ def _kserve_docs() -> list[dict]:
         {"kind": "Certificate", "metadata": {"name": "serving-cert"}},
         {
             "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "m", "annotations": {"cert-manager.io/inject-ca-from": "kserve/serving-cert"}},
+            "metadata": {
+                "name": "m",
+                "annotations": {"cert-manager.io/inject-ca-from": "kserve/serving-cert"},
+            },
             "webhooks": [dict(webhook)],
         },
         {"kind": "ValidatingWebhookConfiguration", "metadata": {"name": "v"}, "webhooks": [dict(webhook)]},
