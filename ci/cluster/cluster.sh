@@ -329,6 +329,11 @@ up() {
   [[ $(id -u) == 0 ]] || die "needs root (kubelet, containerd, iptables)"
   [[ -n $NODE_IP ]] || die "no IPv4 address on the default route (set CLUSTER_NODE_IP)"
   if alive apiserver || alive kubelet; then die "already up (ci/cluster/cluster.sh down first)"; fi
+  if [[ -d $DIR ]]; then
+    # A previous run was stopped without `down` (its processes ended): undo what it left, start afresh.
+    log "$DIR is left from an earlier run: cleaning it up first"
+    down
+  fi
   local t0=$SECONDS
   host_packages
   [[ -x $ROOT/.tools/bin/kubectl && -x $ROOT/.tools/bin/helm ]] || make -C "$ROOT" tools >/dev/null
