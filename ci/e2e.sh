@@ -168,7 +168,23 @@ poll() {
   done
 }
 
+# Each phase's wall time goes to $WORKDIR/timings.json (make bench reports the latest run's).
+PHASE_STARTED=$SECONDS
+TIMINGS=()
+phase_done() {
+  if [[ $PHASE != none ]]; then TIMINGS+=("\"$PHASE\": $((SECONDS - PHASE_STARTED))"); fi
+  PHASE_STARTED=$SECONDS
+}
+
+write_timings() { # write_timings RESULT
+  ((DRY_RUN)) && return 0
+  local IFS=,
+  printf '{"provider": "%s", "result": "%s", "finished": "%s", "total_s": %d, "phases_s": {%s}}\n' \
+    "$PROVIDER" "$1" "$(date -u +%FT%TZ)" "$SECONDS" "${TIMINGS[*]}" >"$WORKDIR/timings.json"
+}
+
 phase() {
+  phase_done
   PHASE=$1
   printf '\n==> phase %s: %s\n' "$1" "$2" >&3
 }
@@ -366,6 +382,8 @@ on_exit() {
   trap - EXIT
   set +e
   if ((rc != 0)); then
+    phase_done
+    write_timings "failed in $PHASE"
     echo "e2e: FAILED in phase '$PHASE' (exit $rc); collecting diagnostics" >&2
     if ((CLUSTER_CREATED)); then collect_diagnostics; fi
   fi
@@ -556,6 +574,14 @@ run helm history "$RELEASE" -n "$NS"
 
 phase uninstall "helm uninstall: nothing of the release is left"
 run helm uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
+# The rejected candidate's hook Job is kept on purpose (hook-delete-policy keeps failed hooks, Helm never deletes
+# hook resources on uninstall; Kubernetes' TTL controller does after promotion.ttlSecondsAfterFinished, >= 600 s,
+# so that its logs and exit code can be read). Check that it is exactly that, then delete it rather than wait.
+KEPT=$(capture 600/1 kubectl get job "$RELEASE-promote-3" -n "$NS" \
+  -o 'jsonpath={.spec.ttlSecondsAfterFinished}/{.status.failed}')
+say "check: the kept hook Job $RELEASE-promote-3 failed and has a TTL (ttl/failed = $KEPT)"
+((DRY_RUN)) || [[ $KEPT =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || die "hook Job $RELEASE-promote-3: expected failed with a TTL, got '$KEPT'"
+run kubectl delete job "$RELEASE-promote-3" -n "$NS" --cascade=foreground --wait --timeout=120s
 say "leftovers: every listable kind in $NS, cluster-scoped objects labelled $RELEASE, volumes bound in $NS"
 if ! poll "$GONE_SECONDS" "nothing of $RELEASE is left" nothing_left; then
   echo "e2e: left behind by helm uninstall:" >&2
@@ -575,4 +601,6 @@ if ((DRY_RUN)); then
 fi
 trap - EXIT
 delete_cluster
-echo "e2e: PASSED (install, test, upgrade accepted + rejected, rollback, uninstall)"
+phase_done
+write_timings passed
+echo "e2e: PASSED (install, test, upgrade accepted + rejected, rollback, uninstall; timings: $WORKDIR/timings.json)"

@@ -229,6 +229,7 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("the predictor still serves the accepted retrain", "=="),
         ("the rollback put the first model back", "=="),
         ("the predictor serves the first model again", "=="),
+        ("the kept hook Job housing-promote-3 failed and has a TTL", "ttl/failed"),
         ("the release is gone", "fails"),
     ]
     assert len(checks) == len(expected), checks
@@ -598,6 +599,7 @@ case "$line" in
     tag=${line##*pod/e2e-resolve-}
     for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
   *"state.terminated.exitCode}"*) echo "${STUB_HOOK_EXIT:-}" ;;
+  *"ttlSecondsAfterFinished}/{.status.failed}"*) echo 600/1 ;;
   *"jsonpath={.status.address.url}"*) echo "http://housing-model-predictor.housing.svc.cluster.local" ;;
   *"jsonpath={.spec.predictor.annotations.housing-mlops"*)
     n=$(( $(cat "$STUB_LOG.served" 2>/dev/null || echo 0) + 1 ))
