@@ -662,8 +662,40 @@ def report(results: dict) -> str:
         "",
         "Reproduce: `make bench` (raw numbers in `latest.json`).",
         "",
+        *cluster_section(results.get("cluster")),
     ]
     return "\n".join(lines)
+
+
+E2E_TIMINGS = Path(__file__).resolve().parents[1] / ".local" / "e2e" / "timings.json"
+
+
+def cluster_timings(path: Path = E2E_TIMINGS) -> dict | None:
+    """The latest `make e2e-local` / `make e2e` run's phase times (ci/e2e.sh writes them), if there is one."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cluster_section(timings: dict | None) -> list[str]:
+    """Report lines for the e2e's phase times (not measured by this benchmark: read from the e2e's last run)."""
+    if not timings:
+        return []
+    phases = timings.get("phases_s", {})
+    install_to_test = sum(phases.get(p, 0) for p in ("install", "ready", "test"))
+    return [
+        "## The chart on a cluster (the latest e2e run)",
+        "",
+        f"`ci/e2e.sh --provider {timings.get('provider')}` finished {timings.get('finished')}: "
+        f"**{timings.get('result')}** in {timings.get('total_s')} s. "
+        f"helm install → `helm test` green: {install_to_test} s (goal ≤ 300 s with images imported).",
+        "",
+        "| phase | s |",
+        "| --- | --- |",
+        *[f"| {name} | {secs} |" for name, secs in phases.items()],
+        "",
+    ]
 
 
 def main() -> None:
@@ -704,6 +736,7 @@ def main() -> None:
         "demo": demo,
         "model": {"data": kind, **model_metrics},
         "bench_s": round(time.perf_counter() - started, 1),
+        "cluster": cluster_timings(),
     }
     (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(raw, results, args.out / "bench.png")
