@@ -14,25 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from .test_e2e_script import ROOT, SCRIPT, _commands, _main_run, _render
+from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render
 
 CLUSTER = ROOT / "ci" / "cluster"
-LOCAL_PHASES = [
-    "preflight",
-    "images",
-    "cluster",
-    "kserve",
-    "s3",
-    "seed",
-    "install",
-    "ready",
-    "test",
-    "upgrade-accepted",
-    "upgrade-rejected",
-    "rollback",
-    "uninstall",
-    "teardown",
-]
+# The images are built before the cluster starts (it imports them); no cert-manager; the rest is shared.
+LOCAL_PHASES = ["preflight", "images", "cluster", "kserve", "s3", *PHASES[PHASES.index("seed") :]]
 
 
 @pytest.fixture(scope="module")
