@@ -114,7 +114,9 @@ TOOLS_BIN=${E2E_TOOLS_BIN:-$ROOT/.tools/bin} # kind goes here; `make tools` puts
 export PATH=$TOOLS_BIN:$ROOT/.tools/bin:$PATH
 export KUBECONFIG=$WORKDIR/kubeconfig
 if [[ $PROVIDER == local ]]; then
-  KUBECONFIG=$(ci/cluster/cluster.sh kubeconfig)
+  KUBECONFIG=$("$LOCAL_CLUSTER" kubeconfig)
+  # `cluster.sh down` (teardown, also after a failure) copies the cluster's own logs there.
+  export CLUSTER_LOGS=${CLUSTER_LOGS:-$WORKDIR/cluster-logs}
 fi
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -352,8 +354,7 @@ collect_diagnostics() {
   if [[ $PROVIDER == kind ]]; then
     diag kind-export.txt kind export logs "$ARTIFACTS/kind" --name "$CLUSTER"
   else
-    diag local-cluster.txt "$LOCAL_CLUSTER" status
-    diag local-cluster.txt cp -r "$(dirname "$(dirname "$KUBECONFIG")")/logs" "$ARTIFACTS/local-cluster-logs"
+    diag local-cluster.txt "$LOCAL_CLUSTER" status # its logs: $CLUSTER_LOGS, when the cluster goes down
   fi
   if ((!DRY_RUN)); then
     echo "e2e: diagnostics in $ARTIFACTS; the last events in $NS:" >&2

@@ -305,21 +305,17 @@ cluster_images() {
   docker image inspect "$base" >/dev/null 2>&1 || (cd "$ROOT" && images/base/build.sh "$base")
   ctx=$(mktemp -d)
   cp "$(bin pause)/pause" "$(bin coredns)/coredns" "$(bin local-path)/local-path-provisioner" "$ctx/"
-  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$ctx/Dockerfile.pause"
-  printf 'FROM scratch\nCOPY coredns /coredns\nUSER 65532:65532\nEXPOSE 53 53/udp\nENTRYPOINT ["/coredns"]\n' \
-    >"$ctx/Dockerfile.coredns"
-  printf 'FROM %s\nCOPY local-path-provisioner /usr/bin/local-path-provisioner\nENTRYPOINT ["local-path-provisioner"]\n' \
-    "$base" >"$ctx/Dockerfile.local-path"
-  printf 'FROM %s\nCMD ["sh"]\n' "$base" >"$ctx/Dockerfile.helper"
-  local name image
-  for name in pause coredns local-path helper; do
-    case $name in
-      pause) image=$PAUSE_IMAGE ;; coredns) image=$COREDNS_IMAGE ;;
-      local-path) image=$LOCAL_PATH_IMAGE ;; helper) image=$HELPER_IMAGE ;;
-    esac
-    DOCKER_BUILDKIT=0 docker build -f "$ctx/Dockerfile.$name" -t "$image" "$ctx" >"$LOGS/image-$name.log" 2>&1 ||
-      die "building $image failed (log: $LOGS/image-$name.log)"
-  done
+  # build_image IMAGE LINE...: build IMAGE from a Dockerfile of these lines, in $ctx
+  build_image() {
+    printf '%s\n' "${@:2}" >"$ctx/Dockerfile"
+    DOCKER_BUILDKIT=0 docker build -t "$1" "$ctx" >"$LOGS/image-${1##*/}.log" 2>&1 ||
+      die "building $1 failed (log: $LOGS/image-${1##*/}.log)"
+  }
+  build_image "$PAUSE_IMAGE" 'FROM scratch' 'COPY pause /pause' 'USER 65535:65535' 'ENTRYPOINT ["/pause"]'
+  build_image "$COREDNS_IMAGE" 'FROM scratch' 'COPY coredns /coredns' 'USER 65532:65532' 'ENTRYPOINT ["/coredns"]'
+  build_image "$LOCAL_PATH_IMAGE" "FROM $base" 'COPY local-path-provisioner /usr/bin/local-path-provisioner' \
+    'ENTRYPOINT ["local-path-provisioner"]'
+  build_image "$HELPER_IMAGE" "FROM $base" 'CMD ["sh"]'
   rm -rf "$ctx"
   import_images "$PAUSE_IMAGE" "$COREDNS_IMAGE" "$LOCAL_PATH_IMAGE" "$HELPER_IMAGE"
 }
@@ -340,7 +336,7 @@ up() {
   "$HERE/build.sh" k8s etcd pause coredns local-path kube-router
   "$ROOT/images/docker-up.sh"
   mkdir -p "$DIR" "$RUN" "$LOGS"
-  [[ -f $DIR/sysctl.before ]] || save_sysctls
+  save_sysctls # $DIR is new here: a leftover one was cleaned up (and its sysctls restored) above
   [[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null ||
     die "bridge netfilter is missing (modprobe br_netfilter)"
   sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
@@ -453,10 +449,8 @@ down() {
   if alive containerd; then
     # Every pod's containers and sandboxes, by containerd's own IDs in our namespace (never by name).
     for n in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$n" >/dev/null 2>&1 || true; done
-    for n in $(ctr_ tasks ls -q 2>/dev/null); do
-      wait_for 10 "task $n exits" bash -c "! ctr -a '$SOCK' -n k8s.io tasks ls -q | grep -qx '$n'" || true
-      ctr_ tasks delete -f "$n" >/dev/null 2>&1 || true
-    done
+    # (`delete -f` waits for a killed task itself; a wait_for here would end `down` half-way on a stuck one.)
+    for n in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$n" >/dev/null 2>&1 || true; done
   fi
   stop containerd apiserver etcd
   local kp

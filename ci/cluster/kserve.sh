@@ -29,8 +29,7 @@ log() { printf 'kserve: %s\n' "$*"; }
 t0=$SECONDS
 [[ -x $ROOT/.tools/bin/helm ]] || make -C "$ROOT" tools >/dev/null
 "$HERE/build.sh" kserve >/dev/null
-module=$(cd "$HERE/modules/kserve" && go mod download -json "github.com/kserve/kserve@$KSERVE_VERSION" |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+module=$(cd "$HERE/modules/kserve" && go list -m -f '{{.Dir}}' github.com/kserve/kserve) # the module zip: charts/
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -71,19 +71,30 @@ def linters() -> dict[str, str]:
     return found  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The lines of `ci/e2e.sh --dry-run`, run with nothing but coreutils on PATH."""
+def run_dry_run(tmp_path_factory: pytest.TempPathFactory, *args: str) -> list[str]:
+    """The lines of `ci/e2e.sh --dry-run ARGS`, run with nothing but coreutils on PATH."""
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path_factory.mktemp("home")),
         "E2E_WORKDIR": str(tmp_path_factory.mktemp("e2e")),
     }
     result = subprocess.run(
-        [str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        [str(SCRIPT), "--dry-run", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+@pytest.fixture(scope="session")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The lines of `ci/e2e.sh --dry-run` (the kind provider)."""
+    return run_dry_run(tmp_path_factory)
 
 
 def _commands(lines: list[str]) -> list[str]:

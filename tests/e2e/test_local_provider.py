@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render
+from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render, run_dry_run
 
 CLUSTER = ROOT / "ci" / "cluster"
 # The images are built before the cluster starts (it imports them); no cert-manager; the rest is shared.
@@ -23,22 +23,7 @@ LOCAL_PHASES = ["preflight", "images", "cluster", "kserve", "s3", *PHASES[PHASES
 
 @pytest.fixture(scope="module")
 def local_dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path_factory.mktemp("home")),
-        "E2E_WORKDIR": str(tmp_path_factory.mktemp("e2e")),
-    }
-    result = subprocess.run(
-        [str(SCRIPT), "--provider", "local", "--dry-run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
+    return run_dry_run(tmp_path_factory, "--provider", "local")
 
 
 def test_local_dry_run_walks_its_phases_in_order(local_dry_run: list[str]) -> None:
