@@ -49,7 +49,7 @@ def test_every_object_carries_the_release_labels(values: Path):
         ("mlflow", ("mlflow.enabled=false", "global.mlflow.url=http://mlflow.example.com")),
         ("training", ("training.enabled=false",)),
         ("promotion", ("promotion.enabled=false", "training.bootstrapPromotion=false")),
-        ("inference", ("inference.enabled=false",)),
+        ("inference", ("inference.enabled=false", "global.inferenceService.name=")),
     ],
 )
 def test_a_disabled_part_renders_nothing(component: str, setting: tuple[str, ...]):

@@ -162,6 +162,12 @@ global.s3.existingSecret (none when IRSA / workload identity provides them).
 {{- define "housing-mlops.mlflow.clientEnv" -}}
 - name: MLFLOW_TRACKING_URI
   value: {{ include "housing-mlops.mlflow.url" . | quote }}
+{{- with .Values.global.mlflow.client }}
+- name: MLFLOW_HTTP_REQUEST_MAX_RETRIES
+  value: {{ .maxRetries | quote }}
+- name: MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR
+  value: {{ include "housing-mlops.num" .backoffFactor }}
+{{- end }}
 {{- with .Values.global.mlflow.auth.existingSecret }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:
@@ -174,6 +180,27 @@ global.s3.existingSecret (none when IRSA / workload identity provides them).
       name: {{ . }}
       key: {{ $.Values.global.mlflow.auth.passwordKey }}
 {{- end }}
+{{- end -}}
+
+{{/*
+podFailurePolicy of the jobs: a verdict is final (exit 2: bad arguments; 3: the gate rejected), a crash is
+retried up to backoffLimit, an eviction or preemption is not the job's failure.
+Usage: include "housing-mlops.podFailurePolicy" (dict "promote" (list 2 3)): container name -> final exit codes
+*/}}
+{{- define "housing-mlops.podFailurePolicy" -}}
+podFailurePolicy:
+  rules:
+    {{- range $container, $codes := . }}
+    - action: FailJob
+      onExitCodes:
+        containerName: {{ $container }}
+        operator: In
+        values: {{ toJson $codes }}
+    {{- end }}
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
 {{- end -}}
 
 {{/* Registered model name, for the commands that take --model-name. */}}
