@@ -4,7 +4,11 @@
 #   -> in-cluster S3 store + buckets
 #   -> images built and loaded -> DVC remote seeded -> helm install (values/kind.yaml)
 #   -> InferenceService Ready -> helm test -> helm upgrade: a retrain the gate accepts, one it rejects
-#   -> helm rollback: the previous model answers -> helm uninstall: nothing left -> cluster deleted.
+#   -> faults: the predictor pod, then the PostgreSQL pod deleted; the MLflow pod deleted mid-training (in the
+#      accepted upgrade): nothing lost, the alias never moved wrongly
+#   -> helm rollback: the previous model answers -> helm uninstall: nothing left
+#   -> values/staging.yaml with Helm 3 -> values/prod.yaml under Pod Security `restricted`, its NetworkPolicies
+#      probed both ways -> cluster deleted.
 #
 #   ci/e2e.sh [--provider kind|local] [--dry-run] [--keep-cluster]
 #
@@ -16,7 +20,8 @@
 #
 # Environment: E2E_CLUSTER (housing-e2e), E2E_NAMESPACE (housing), E2E_RELEASE (housing),
 # E2E_WORKDIR (.local/e2e: kubeconfig, diagnostics), HOUSING_CSV (seed the DVC remote from this file),
-# E2E_TOOLS_BIN (.tools/bin: where kind is installed, first on PATH).
+# E2E_TOOLS_BIN (.tools/bin: where kind is installed, first on PATH), E2E_HELM3 (a Helm 3 binary for the staging
+# install; default: built from its module by ci/cluster/build.sh helm3, pinned in ci/cluster/pins.env).
 # Needs: Docker, Go, Python 3.11, make, git. kind is installed pinned into .tools/bin, helm and kubectl by
 # `make tools`. On failure, pod logs, `kubectl describe`, events and `kind export logs` land in
 # $E2E_WORKDIR/artifacts, and the cluster is deleted unless kept.
@@ -54,10 +59,49 @@ S3_ACCESS_KEY=e2e-access-key # moto accepts any credentials
 S3_SECRET_KEY=e2e-secret-key
 DVC_REMOTE=s3://housing-mlops/dvc
 MLFLOW_URL=http://${RELEASE}-mlflow.${NS}.svc.cluster.local:5000
+MODEL_NAME=housing-model # global.model.name
+# values/staging.yaml and values/prod.yaml, each in its own namespace with ci/overlays/<env>.yaml on top: S3 is the
+# in-cluster store (static keys instead of IRSA), default StorageClass, CPU requests a 2-core node can schedule.
+STAGING_NS=housing-staging
+PROD_NS=housing-prod
+CLIENTS_NS=housing-clients # labelled as values/prod.yaml's predictor clients: may call the predictor
+OUTSIDE_NS=housing-outside # not labelled: may not
+MLFLOW_AUTH_SECRET=housing-mlops-mlflow-auth # values/prod.yaml: created beforehand, never in values
+DB_SECRET=housing-mlops-db
+E2E_MLFLOW_USER=e2e-admin
+E2E_MLFLOW_PASSWORD=e2e-mlflow-password
+E2E_DB_PASSWORD=e2e-db-password
 VERSION_ANNOTATION=housing-mlops.io/model-version # set by the promotion/rollback hooks (hooks/.../kube.py)
 E2E_LABEL=app.kubernetes.io/part-of=housing-mlops-e2e # what this script creates itself (not the chart)
 S3_ENV=(--env="AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY" --env="AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
   --env="AWS_DEFAULT_REGION=us-east-1" --env="AWS_ENDPOINT_URL=$S3_ENDPOINT")
+MLFLOW_AUTH_ENV=() # the release's MLflow credentials, when it asks for them (prod)
+# The e2e's own pods run as the chart's do, so that Pod Security `restricted` admits them (kubectl run
+# --override-type=strategic merges this into the pod it generates, whose container is named after the pod).
+restricted_overrides() { # restricted_overrides POD
+  local pod='"securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,'
+  pod+=' "seccompProfile": {"type": "RuntimeDefault"}}, "automountServiceAccountToken": false'
+  local container='"securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}'
+  printf '{"apiVersion": "v1", "spec": {%s, "containers": [{"name": "%s", %s}]}}' "$pod" "$1" "$container"
+}
+MLFLOW_CLIENT_LABEL=housing-mlops.io/mlflow-client=true # the chart's MLflow NetworkPolicy admits pods with it
+# A TCP connect from inside a pod: exit 0 connected, 1 refused or timed out (a NetworkPolicy), 2 the name did not
+# resolve (which says nothing about policies, so it fails the check).
+PROBE_PY='import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
+except OSError as exc:
+    print(f"{host}: does not resolve: {exc}"); sys.exit(2)
+try:
+    socket.create_connection(addr[:2], timeout=10).close()
+except OSError as exc:
+    print(f"{host}:{port} blocked: {exc}"); sys.exit(1)
+print(f"{host}:{port} open")'
+# Every registered version and its trigger tag (<release>-<revision>): one line each, "VERSION TRIGGER".
+VERSIONS_PY='from mlflow import MlflowClient
+for v in sorted(MlflowClient().search_model_versions("name=%r" % "'"$MODEL_NAME"'"), key=lambda v: int(v.version)):
+    print(v.version, v.tags.get("trigger", "-"))'
 
 # --- how long each wait may take ----------------------------------------------------------------------------
 T_NODES=180s
@@ -69,7 +113,7 @@ T_TEST=10m
 T_ROLLBACK=15m
 T_UNINSTALL=10m
 POD_SECONDS=600 # a one-off jobs pod (seed, resolve, infer)
-GONE_SECONDS=300
+GONE_SECONDS=${E2E_GONE_SECONDS:-300}
 
 WORKDIR=${E2E_WORKDIR:-$ROOT/.local/e2e}
 ARTIFACTS=$WORKDIR/artifacts
@@ -221,23 +265,53 @@ expect_failure() {
   if "$@" >/dev/null 2>&1; then die "$what: \`$(fmt "$@")\` succeeded"; fi
 }
 
-pod_done() { # pod_done NAME: the pod has finished, one way or the other
+pod_done() { # pod_done NAME [NAMESPACE]: the pod has finished, one way or the other
   local p
-  p=$(kubectl get pod "$1" -n "$NS" -o jsonpath='{.status.phase}' --request-timeout=30s)
+  p=$(kubectl get pod "$1" -n "${2:-$NS}" -o jsonpath='{.status.phase}' --request-timeout=30s)
   [[ $p == Succeeded || $p == Failed ]]
 }
 
-# jobs_pod NAME [--env=K=V...] ARGS...: run `housing-mlops ARGS` once in the jobs image with MLflow's URL (and the
-# given env), wait for it, keep its output in POD_LOGS and print it; fail unless it succeeded
+# target NAMESPACE: the release namespace the next steps work in (its S3 alias, MLflow URL, credentials)
+target() {
+  NS=$1
+  S3_ENDPOINT=http://minio.${NS}:9000
+  MLFLOW_URL=http://${RELEASE}-mlflow.${NS}.svc.cluster.local:5000
+  S3_ENV=(--env="AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY" --env="AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY"
+    --env="AWS_DEFAULT_REGION=us-east-1" --env="AWS_ENDPOINT_URL=$S3_ENDPOINT")
+  MLFLOW_AUTH_ENV=()
+}
+
+# prepare_namespace [LABEL=VALUE...]: create $NS (with the labels) and what every values file expects in it: the
+# S3 store as Service minio:9000 and its keys in Secret minio-credentials (annotated for KServe's pinned mode)
+prepare_namespace() {
+  run kubectl create namespace "$NS"
+  if (($#)); then run kubectl label namespace "$NS" "$@"; fi
+  run kubectl create service externalname minio -n "$NS" --external-name "$S3_HOST" --tcp=9000:9000
+  run kubectl create secret generic "$S3_SECRET" -n "$NS" \
+    --from-literal=AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
+  run kubectl annotate secret "$S3_SECRET" -n "$NS" "serving.kserve.io/s3-endpoint=minio.$NS:9000" \
+    serving.kserve.io/s3-usehttps=0 # used in pinned mode (KServe's own storage initializer)
+  run kubectl label service/minio "secret/$S3_SECRET" -n "$NS" "$E2E_LABEL"
+}
+
+# jobs_pod NAME [--env=K=V...] [--command] ARGS...: run `housing-mlops ARGS` (--command: ARGS as the command) once
+# in the jobs image with MLflow's URL (and the given env), as an MLflow client under Pod Security `restricted`;
+# wait for it, keep its output in POD_LOGS and print it; fail unless it succeeded
 jobs_pod() {
-  local name=$1 status env=()
+  local name=$1 status env=() command=()
   shift
   while [[ ${1:-} == --env=* ]]; do
     env+=("$1")
     shift
   done
+  if [[ ${1:-} == --command ]]; then
+    command=(--command)
+    shift
+  fi
   run kubectl run "$name" -n "$NS" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
-    --labels="$E2E_LABEL" --env=HOME=/tmp --env="MLFLOW_TRACKING_URI=$MLFLOW_URL" ${env[@]+"${env[@]}"} -- "$@"
+    --labels="$E2E_LABEL,$MLFLOW_CLIENT_LABEL" --override-type=strategic --overrides="$(restricted_overrides "$name")" --env=HOME=/tmp \
+    --env="MLFLOW_TRACKING_URI=$MLFLOW_URL" ${MLFLOW_AUTH_ENV[@]+"${MLFLOW_AUTH_ENV[@]}"} ${env[@]+"${env[@]}"} \
+    ${command[@]+"${command[@]}"} -- "$@"
   poll "$POD_SECONDS" "pod $name has finished" pod_done "$name"
   POD_LOGS=$(capture "<output of housing-mlops $*>" kubectl logs -n "$NS" "pod/$name")
   ((DRY_RUN)) || printf '%s\n' "$POD_LOGS" | sed "s/^/    [$name] /" >&3
@@ -284,12 +358,47 @@ wait_serving() {
   say "serving: $ISVC model version $SERVED"
 }
 
+# registry_versions TAG: VERSIONS := every registered version with its trigger ("VERSION TRIGGER" lines); fails
+# unless each trigger (one Helm revision's training) registered exactly one version
+registry_versions() {
+  jobs_pod "e2e-versions-$1" --command python3 -c "$VERSIONS_PY"
+  if ((DRY_RUN)); then
+    VERSIONS="<versions at $1>"
+    return 0
+  fi
+  VERSIONS=$(grep -E '^[0-9]+ ' <<<"$POD_LOGS" || true)
+  [[ -n $VERSIONS ]] || die "no registered version of $MODEL_NAME"
+  local twice
+  twice=$(awk '{print $2}' <<<"$VERSIONS" | sort | uniq -d)
+  [[ -z $twice ]] || die "a training registered more than one version (trigger $twice): $VERSIONS"
+  say "versions: $(paste -sd, - <<<"$VERSIONS")"
+}
+
 infer() { # infer TAG: the predictor answers the V2 request with a sane price
   local url
   url=$(capture "http://$ISVC-predictor.$NS.svc.cluster.local" \
     kubectl get inferenceservice "$ISVC" -n "$NS" -o jsonpath='{.status.address.url}')
   [[ -n $url ]] || die "InferenceService $ISVC has no status.address.url"
   jobs_pod "e2e-infer-$1" infer --url "$url"
+}
+
+# probe_start NAME NAMESPACE LABELS HOST PORT: a pod (LABELS, restricted) that connects to HOST:PORT (PROBE_PY)
+probe_start() {
+  run kubectl run "$1" -n "$2" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
+    --labels="$E2E_LABEL${3:+,$3}" --override-type=strategic --overrides="$(restricted_overrides "$1")" --command -- \
+    python3 -c "$PROBE_PY" "$4" "$5"
+}
+
+# probe_expect NAME NAMESPACE WANT WHAT: the probe pod ended as WANT (open: exit 0; blocked: exit 1)
+probe_expect() {
+  local code want=0
+  [[ $3 == open ]] || want=1
+  poll "$POD_SECONDS" "probe $1 has finished" pod_done "$1" "$2"
+  run kubectl logs -n "$2" "pod/$1"
+  code=$(capture "$want" kubectl get pod "$1" -n "$2" \
+    -o 'jsonpath={.status.containerStatuses[0].state.terminated.exitCode}')
+  expect_equal "$4: $3 (probe exit code)" "$code" "$want"
+  run kubectl delete pod "$1" -n "$2" --wait --timeout=120s
 }
 
 # leftovers: every object of the release still there: all listable kinds in its namespace (less what this script
@@ -318,6 +427,14 @@ nothing_left() {
   [[ -z $out ]]
 }
 
+# only_volume_left: what `persistence.whenDeleted: Retain` keeps and nothing else: one PVC and its volume
+only_volume_left() {
+  local out
+  out=$(leftovers) || return 1
+  [[ $(grep -c '^persistentvolumeclaim/' <<<"$out") == 1 && $(grep -c '^persistentvolume/' <<<"$out") == 1 &&
+    $(grep -cv '^persistentvolume' <<<"$out") == 0 ]]
+}
+
 # --- diagnostics and cleanup (EXIT trap) -------------------------------------------------------------------
 diag() { # diag FILE CMD...: run CMD into $ARTIFACTS/FILE, never failing, never hanging
   local file=$1
@@ -336,7 +453,10 @@ collect_diagnostics() {
   diag helm.txt helm get hooks "$RELEASE" -n "$NS"
   diag cluster.txt kubectl get nodes,namespaces -o wide
   diag cluster.txt kubectl get clusterstoragecontainers,clusterservingruntimes -o wide
-  for ns in "$NS" kserve cert-manager "$S3_NS"; do
+  diag cluster.txt kubectl get networkpolicies --all-namespaces -o wide
+  # the namespace the run failed in first, then every other one it uses
+  for ns in "$NS" $(printf '%s\n' "$MAIN_NS" "$STAGING_NS" "$PROD_NS" "$CLIENTS_NS" "$OUTSIDE_NS" | grep -vxF "$NS") \
+    kserve cert-manager "$S3_NS"; do
     diag "$ns-get.txt" kubectl get all,inferenceservices,servingruntimes,jobs,pvc,configmaps,secrets,ingresses \
       -n "$ns" -o wide
     diag "$ns-describe.txt" kubectl describe pods,jobs,deployments,statefulsets,inferenceservices -n "$ns"
@@ -393,6 +513,11 @@ on_exit() {
 }
 
 # --- the run ------------------------------------------------------------------------------------------------
+HELM3_VERSION=$(sed -n 's/^HELM3_VERSION=//p' ci/cluster/pins.env)
+HELM3=${E2E_HELM3:-} # Helm 3 (latest 3.x) for the staging install; unset: built by ci/cluster/build.sh helm3
+PROVIDER_VALUES=() # on top of every values file: what the provider needs (local: values/local.yaml)
+[[ $PROVIDER == local ]] && PROVIDER_VALUES=(-f values/local.yaml)
+MAIN_NS=$NS
 VERSION=$(sed -n 's/^version *= *"\(.*\)"$/\1/p' hooks/pyproject.toml 2>/dev/null | head -n 1)
 VERSION=${VERSION:-unknown}
 MLFLOW_IMAGE=housing-mlops/mlflow:$VERSION
@@ -425,6 +550,11 @@ if [[ $PROVIDER == kind ]]; then
   fi
   run kind version
   run timeout 20m make tools
+  if [[ -z ${E2E_HELM3:-} ]]; then
+    run timeout 30m ci/cluster/build.sh helm3 # Helm 3, for the staging install
+    HELM3=$(capture "<helm3-dir>" ci/cluster/build.sh --print-bin helm3)/helm
+  fi
+  run "$HELM3" version --short
   run helm version --short
   run kubectl version --client
 
@@ -462,6 +592,8 @@ else
   run images/docker-up.sh
   run timeout 20m make tools
   run timeout 60m ci/cluster/build.sh
+  [[ -n ${E2E_HELM3:-} ]] || HELM3=$(capture "<helm3-dir>" ci/cluster/build.sh --print-bin helm3)/helm
+  run "$HELM3" version --short
   run helm version --short
   run kubectl version --client
 
@@ -489,13 +621,7 @@ else
   ((DRY_RUN)) || sed "s/@VERSION@/$VERSION/g" ci/cluster/s3.yaml | kubectl apply -f -
   run kubectl rollout status deployment/s3 -n "$S3_NS" --timeout="$T_S3"
 fi
-run kubectl create namespace "$NS"
-run kubectl create service externalname minio -n "$NS" --external-name "$S3_HOST" --tcp=9000:9000
-run kubectl create secret generic "$S3_SECRET" -n "$NS" \
-  --from-literal=AWS_ACCESS_KEY_ID="$S3_ACCESS_KEY" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_SECRET_KEY"
-run kubectl annotate secret "$S3_SECRET" -n "$NS" "serving.kserve.io/s3-endpoint=minio.$NS:9000" \
-  serving.kserve.io/s3-usehttps=0 # used in pinned mode (KServe's own storage initializer)
-run kubectl label service/minio "secret/$S3_SECRET" -n "$NS" "$E2E_LABEL"
+prepare_namespace
 
 if [[ $PROVIDER == kind ]]; then
   phase images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE and load them into kind"
@@ -503,18 +629,24 @@ if [[ $PROVIDER == kind ]]; then
   run timeout 20m kind load docker-image --name "$CLUSTER" "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE"
 fi
 
-phase seed "seed the DVC remote $DVC_REMOTE (data push from the jobs image)"
+# The DVC remotes of values/kind.yaml, values/staging.yaml and values/prod.yaml (each in its own bucket).
+DVC_REMOTES=("$DVC_REMOTE" s3://housing-mlops-staging/dvc s3://housing-mlops-prod/dvc)
+phase seed "seed the DVC remotes ${DVC_REMOTES[*]} (data push from the jobs image)"
 if [[ -n ${HOUSING_CSV:-} ]]; then
   say "HOUSING_CSV is set: seeding from $HOUSING_CSV"
   run kubectl run e2e-seed -n "$NS" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
     --labels="$E2E_LABEL" "${S3_ENV[@]}" --command -- sleep 900
   run kubectl wait --for=condition=Ready pod/e2e-seed -n "$NS" --timeout=300s
   run timeout 5m kubectl cp "$HOUSING_CSV" "$NS/e2e-seed:/tmp/housing.csv"
-  run timeout 10m kubectl exec -n "$NS" e2e-seed -- housing-mlops data push /tmp/housing.csv --repo /app \
-    --dvc-remote-url "$DVC_REMOTE" --no-synthetic
+  for remote in "${DVC_REMOTES[@]}"; do
+    run timeout 10m kubectl exec -n "$NS" e2e-seed -- housing-mlops data push /tmp/housing.csv --repo /app \
+      --dvc-remote-url "$remote" --no-synthetic
+  done
   run kubectl delete pod e2e-seed -n "$NS" --wait --timeout=120s
 else
-  jobs_pod e2e-seed "${S3_ENV[@]}" data push --repo /app --dvc-remote-url "$DVC_REMOTE" --no-synthetic
+  for i in "${!DVC_REMOTES[@]}"; do
+    jobs_pod "e2e-seed-$i" "${S3_ENV[@]}" data push --repo /app --dvc-remote-url "${DVC_REMOTES[i]}" --no-synthetic
+  done
 fi
 
 phase install "helm install $RELEASE with $VALUES (trains, then the post-install hook promotes)"
@@ -529,16 +661,75 @@ SERVED_INSTALLED=$SERVED
 
 phase test "helm test --logs (V2 inference + MLflow health and alias)"
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+registry_versions install
+VERSIONS_INSTALLED=$VERSIONS
 
-phase upgrade-accepted "helm upgrade: a retrain that the gate accepts; production moves, the predictor follows"
-run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-accepted.yaml \
-  --wait --timeout "$T_INSTALL"
+phase fault-predictor "the predictor pod deleted: a new one fetches the alias again and answers"
+PREDICTOR_SELECTOR=serving.kserve.io/inferenceservice=$ISVC
+OLD_POD=$(capture pod/old kubectl get pods -n "$NS" -l "$PREDICTOR_SELECTOR" -o name)
+run kubectl delete -n "$NS" "$OLD_POD" --wait --timeout=120s
+run kubectl wait --for=condition=Ready pod -l "$PREDICTOR_SELECTOR" -n "$NS" --timeout="$T_ISVC"
+wait_serving fault-predictor
+NEW_POD=$(capture pod/new kubectl get pods -n "$NS" -l "$PREDICTOR_SELECTOR" \
+  --field-selector=status.phase=Running -o name)
+expect_differ "a new predictor pod serves" "$NEW_POD" "$OLD_POD"
+expect_equal "the new predictor serves the same version" "$SERVED" "$SERVED_INSTALLED"
+# The predictor's start-up (storage initializer fetching mlflow://…@production, MLServer loading it), from the
+# pod's creation to its Ready condition.
+READY_SPAN=$(capture "<created> <ready>" kubectl get -n "$NS" "$NEW_POD" -o \
+  'jsonpath={.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}')
+if ((!DRY_RUN)); then
+  read -r created ready <<<"$READY_SPAN"
+  TIMINGS+=("\"predictor-pod-created-to-ready\": $(($(date -d "$ready" +%s) - $(date -d "$created" +%s))))")
+  say "predictor pod created -> Ready: ${TIMINGS[-1]##* }s"
+fi
+infer fault-predictor
+
+phase fault-postgres "the PostgreSQL pod deleted: its volume keeps every version and the alias"
+run kubectl delete pod "$RELEASE-postgresql-0" -n "$NS" --wait --timeout=120s
+run kubectl rollout status "statefulset/$RELEASE-postgresql" -n "$NS" --timeout="$T_ISVC"
+run kubectl wait --for=condition=Ready "pod/$RELEASE-postgresql-0" -n "$NS" --timeout="$T_ISVC"
+registry_versions fault-postgres
+expect_equal "every registered version survived" "$VERSIONS" "$VERSIONS_INSTALLED"
+resolve_production fault-postgres
+expect_equal "production did not move" "$URI" "$URI_INSTALLED"
+run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+
+# The MLflow pod is deleted while revision 2's training runs: once the training has passed its wait for MLflow
+# (it logs "dvc pull"), before it logs the run. The training rides out the restart (MLflow client retries) or is
+# retried by its Job; either way one version is registered and the gate decides as usual.
+training_started() { # training_started JOB: its pod has passed the wait for MLflow
+  kubectl logs -n "$NS" "job/$1" --request-timeout=30s 2>/dev/null | grep -F 'dvc pull' >/dev/null
+}
+
+phase upgrade-accepted "helm upgrade: a retrain the gate accepts, the MLflow pod deleted mid-training; production moves"
+show helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-accepted.yaml \
+  --wait --timeout "$T_INSTALL" "&"
+UPGRADE_PID=
+if ((!DRY_RUN)); then
+  helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-accepted.yaml \
+    --wait --timeout "$T_INSTALL" &
+  UPGRADE_PID=$!
+fi
+poll "$POD_SECONDS" "the training of revision 2 has started" training_started "$RELEASE-train-2"
+read -ra MLFLOW_PODS <<<"$(capture pod/mlflow kubectl get pods -n "$NS" -l app.kubernetes.io/component=mlflow -o name)"
+FAULT_AT=$(date -u +%s)
+run kubectl delete -n "$NS" "${MLFLOW_PODS[@]}" --wait=false
+if ((!DRY_RUN)); then
+  wait "$UPGRADE_PID" || die "helm upgrade failed after the MLflow pod was deleted mid-training"
+fi
+TRAINED_AT=$(capture 2099-01-01T00:00:00Z kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$RELEASE-train-2" \
+  -o 'jsonpath={.items[*].status.containerStatuses[0].state.terminated.finishedAt}')
+say "check: the training finished after the MLflow pod was deleted (deleted $(date -u -d "@$FAULT_AT" +%T), finished ${TRAINED_AT##* })"
+((DRY_RUN)) || (($(date -d "${TRAINED_AT##* }" +%s) > FAULT_AT)) || die "the training had finished before the fault"
+run kubectl logs -n "$NS" "job/$RELEASE-train-2" --tail=30
 wait_serving accepted
 resolve_production accepted
 URI_ACCEPTED=$URI
 SERVED_ACCEPTED=$SERVED
 expect_differ "the accepted retrain is in production" "$URI_ACCEPTED" "$URI_INSTALLED"
 expect_differ "the predictor serves the accepted retrain" "$SERVED_ACCEPTED" "$SERVED_INSTALLED"
+registry_versions accepted # and no training registered twice
 infer accepted
 
 phase upgrade-rejected "helm upgrade: a worse retrain that the gate rejects; production stays"
@@ -591,6 +782,81 @@ if ! poll "$GONE_SECONDS" "nothing of $RELEASE is left" nothing_left; then
 fi
 expect_failure "the release is gone" helm status "$RELEASE" -n "$NS"
 run kubectl delete namespace "$NS" --wait --timeout=180s
+
+# uninstall_keeping_volume HELM: `HELM uninstall`, then nothing of the release is left but what
+# persistence.whenDeleted=Retain (the default, as in staging and prod) keeps: the PostgreSQL volume
+uninstall_keeping_volume() {
+  run "$1" uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
+  say "leftovers: the PostgreSQL volume (whenDeleted: Retain) and nothing else"
+  if ! poll "$GONE_SECONDS" "only the retained volume of $RELEASE is left" only_volume_left; then
+    echo "e2e: left behind by helm uninstall:" >&2
+    leftovers >&2 || true
+    die "helm uninstall left objects behind (or not the retained volume)"
+  fi
+  run kubectl delete namespace "$NS" --wait --timeout=180s # and with it the volume
+}
+
+# expect_bucket URI BUCKET: the model lives where the environment's values put artifacts
+expect_bucket() {
+  local bucket=${1#s3://}
+  expect_equal "the model is in the environment's bucket" "${bucket%%/*}" "$2"
+}
+
+phase staging "values/staging.yaml with Helm 3 (${HELM3_VERSION:-3.x}): install, Ready, helm test, uninstall"
+target "$STAGING_NS"
+prepare_namespace
+run "$HELM3" install "$RELEASE" "$CHART" -n "$NS" -f values/staging.yaml -f ci/overlays/staging.yaml \
+  ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"} --wait --timeout "$T_INSTALL"
+wait_serving staging
+run "$HELM3" test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+resolve_production staging
+expect_bucket "$URI" housing-mlops-staging
+infer staging
+uninstall_keeping_volume "$HELM3"
+
+phase prod "values/prod.yaml under Pod Security restricted, MLflow auth, 2 replicas; NetworkPolicies both ways"
+target "$PROD_NS"
+prepare_namespace pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest
+run kubectl create secret generic "$MLFLOW_AUTH_SECRET" -n "$NS" \
+  --from-literal=username="$E2E_MLFLOW_USER" --from-literal=password="$E2E_MLFLOW_PASSWORD"
+run kubectl create secret generic "$DB_SECRET" -n "$NS" --from-literal=password="$E2E_DB_PASSWORD"
+run kubectl label "secret/$MLFLOW_AUTH_SECRET" "secret/$DB_SECRET" -n "$NS" "$E2E_LABEL"
+expect_failure "Pod Security restricted refuses a privileged pod in $NS" kubectl run e2e-privileged -n "$NS" \
+  --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never --privileged --command -- true
+run helm install "$RELEASE" "$CHART" -n "$NS" -f values/prod.yaml -f ci/overlays/prod.yaml \
+  ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"} --wait --timeout "$T_INSTALL"
+MLFLOW_AUTH_ENV=(--env="MLFLOW_TRACKING_USERNAME=$E2E_MLFLOW_USER" --env="MLFLOW_TRACKING_PASSWORD=$E2E_MLFLOW_PASSWORD")
+wait_serving prod
+run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+resolve_production prod
+expect_bucket "$URI" housing-mlops-prod
+# What the install and helm test showed allowed (hooks -> MLflow, MLflow -> PostgreSQL, the storage initializer ->
+# MLflow and S3, the test pod -> predictor), now each boundary from the other side too.
+run kubectl create namespace "$CLIENTS_NS"
+run kubectl label namespace "$CLIENTS_NS" housing-mlops.io/predictor-clients=true "$E2E_LABEL"
+run kubectl create namespace "$OUTSIDE_NS"
+run kubectl label namespace "$OUTSIDE_NS" "$E2E_LABEL"
+MLFLOW_HOST=$RELEASE-mlflow.$NS.svc.cluster.local
+DB_HOST=$RELEASE-postgresql.$NS.svc.cluster.local
+PREDICTOR_HOST=$ISVC-predictor.$NS.svc.cluster.local
+PROBES=( # name namespace labels host port want what
+  "e2e-np-client-mlflow $NS $MLFLOW_CLIENT_LABEL $MLFLOW_HOST 5000 open an_MLflow_client_reaches_MLflow"
+  "e2e-np-client-db $NS $MLFLOW_CLIENT_LABEL $DB_HOST 5432 blocked only_MLflow_reaches_PostgreSQL"
+  "e2e-np-other-mlflow $NS - $MLFLOW_HOST 5000 blocked an_unlabelled_pod_does_not_reach_MLflow"
+  "e2e-np-other-predictor $NS - $PREDICTOR_HOST 80 blocked an_unlabelled_pod_does_not_reach_the_predictor"
+  "e2e-np-clients-predictor $CLIENTS_NS - $PREDICTOR_HOST 80 open a_predictor-clients_namespace_reaches_it"
+  "e2e-np-outside-predictor $OUTSIDE_NS - $PREDICTOR_HOST 80 blocked another_namespace_does_not"
+)
+for probe in "${PROBES[@]}"; do
+  read -r name ns labels host port _ _ <<<"$probe"
+  probe_start "$name" "$ns" "${labels#-}" "$host" "$port"
+done
+for probe in "${PROBES[@]}"; do
+  read -r name ns _ _ _ want what <<<"$probe"
+  probe_expect "$name" "$ns" "$want" "${what//_/ }"
+done
+run kubectl delete namespace "$CLIENTS_NS" "$OUTSIDE_NS" --wait --timeout=180s
+uninstall_keeping_volume helm
 
 phase teardown "delete the $PROVIDER cluster"
 if ((DRY_RUN)); then

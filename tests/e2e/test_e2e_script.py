@@ -39,10 +39,14 @@ PHASES = [
     "install",
     "ready",
     "test",
+    "fault-predictor",
+    "fault-postgres",
     "upgrade-accepted",
     "upgrade-rejected",
     "rollback",
     "uninstall",
+    "staging",
+    "prod",
     "teardown",
 ]
 SEMVER = r"v?\d+\.\d+\.\d+"
@@ -179,12 +183,23 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^timeout \d+m make images$",
         r"^timeout \d+m kind load docker-image --name \S+ housing-mlops/mlflow:\S+ housing-mlops/jobs:\S+ "
         r"housing-mlops/serving:\S+$",
-        r"^kubectl run e2e-seed .* -- data push ",
+        r"^kubectl run e2e-seed-0 .* -- data push --repo /app --dvc-remote-url s3://housing-mlops/dvc ",
+        r"^kubectl run e2e-seed-2 .* -- data push --repo /app --dvc-remote-url s3://housing-mlops-prod/dvc ",
         r"^helm install housing charts/housing-mlops -n housing -f values/kind\.yaml ",
         r"^kubectl wait --for=condition=Ready inferenceservice/housing-model ",
         r"^kubectl run e2e-resolve-install .* -- resolve --alias production$",
         r"^helm test housing -n housing --logs ",
-        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-accepted\.yaml ",
+        r"^kubectl run e2e-versions-install .* --command -- python3 -c ",
+        r"^kubectl delete -n housing pod/\S+ --wait ",
+        r"^kubectl wait --for=condition=Ready pod -l serving\.kserve\.io/inferenceservice=housing-model ",
+        r"^kubectl run e2e-infer-fault-predictor .* -- infer --url ",
+        r"^kubectl delete pod housing-postgresql-0 -n housing ",
+        r"^kubectl run e2e-versions-fault-postgres ",
+        r"^kubectl run e2e-resolve-fault-postgres ",
+        r"^helm test housing -n housing --logs ",
+        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-accepted\.yaml .*'&'$",
+        r"^poll --timeout=\d+s training_started housing-train-2$",
+        r"^kubectl delete -n housing pod/\S+ --wait=false$",
         r"^kubectl run e2e-resolve-accepted ",
         r"^kubectl run e2e-infer-accepted .* -- infer --url ",
         r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-rejected\.yaml ",
@@ -196,6 +211,23 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^helm test housing -n housing --logs ",
         r"^helm uninstall housing -n housing ",
         r"^poll --timeout=\d+s nothing_left$",
+        r"^kubectl create namespace housing-staging$",
+        r"install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml "
+        r"-f ci/overlays/staging\.yaml ",
+        r"test housing -n housing-staging --logs ",
+        r"uninstall housing -n housing-staging ",
+        r"^poll --timeout=\d+s only_volume_left$",
+        r"^kubectl label namespace housing-prod pod-security\.kubernetes\.io/enforce=restricted ",
+        r"^kubectl create secret generic housing-mlops-mlflow-auth -n housing-prod ",
+        r"^kubectl create secret generic housing-mlops-db -n housing-prod ",
+        r"^kubectl run e2e-privileged -n housing-prod .*--privileged ",
+        r"^helm install housing charts/housing-mlops -n housing-prod -f values/prod\.yaml -f ci/overlays/prod\.yaml ",
+        r"^helm test housing -n housing-prod --logs ",
+        r"^kubectl run e2e-resolve-prod .*--env=MLFLOW_TRACKING_USERNAME=",
+        r"^kubectl label namespace housing-clients housing-mlops\.io/predictor-clients=true ",
+        r"^kubectl run e2e-np-outside-predictor -n housing-outside ",
+        r"^helm uninstall housing -n housing-prod ",
+        r"^poll --timeout=\d+s only_volume_left$",
         r"^kind delete cluster --name \S+$",
     ]
     commands = _commands(_main_run(dry_run))
@@ -233,6 +265,11 @@ def test_dry_run_seeds_from_housing_csv(tmp_path: Path) -> None:
 def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
     checks = [line.strip() for line in dry_run if line.strip().startswith("check:")]
     expected = [
+        ("a new predictor pod serves", "!="),
+        ("the new predictor serves the same version", "=="),
+        ("every registered version survived", "=="),
+        ("production did not move", "=="),
+        ("the training finished after the MLflow pod was deleted", "deleted"),
         ("the accepted retrain is in production", "!="),
         ("the predictor serves the accepted retrain", "!="),
         ("the promotion hook exited 3: rejected by the gate", "=="),
@@ -242,6 +279,15 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("the predictor serves the first model again", "=="),
         ("the kept hook Job housing-promote-3 failed and has a TTL", "ttl/failed"),
         ("the release is gone", "fails"),
+        ("the model is in the environment's bucket", "housing-mlops-staging"),
+        ("Pod Security restricted refuses a privileged pod in housing-prod", "fails"),
+        ("the model is in the environment's bucket", "housing-mlops-prod"),
+        ("an MLflow client reaches MLflow: open", "== 0"),
+        ("only MLflow reaches PostgreSQL: blocked", "== 1"),
+        ("an unlabelled pod does not reach MLflow: blocked", "== 1"),
+        ("an unlabelled pod does not reach the predictor: blocked", "== 1"),
+        ("a predictor-clients namespace reaches it: open", "== 0"),
+        ("another namespace does not: blocked", "== 1"),
     ]
     assert len(checks) == len(expected), checks
     for check, (what, how) in zip(checks, expected, strict=True):
@@ -604,12 +650,31 @@ case "$line" in
   "kind version"*) echo "kind v0.33.0 go1.26 linux/amd64" ;;
   "helm status"*) echo "Error: release: not found" >&2; exit 1 ;;
   "kind get clusters"*) echo "${STUB_CLUSTERS:-}" ;;
+  "kubectl run e2e-privileged "*)
+    [[ -n ${STUB_PSA_OPEN:-} ]] && exit 0
+    echo 'Error from server (Forbidden): pods "e2e-privileged" is forbidden: violates PodSecurity' >&2; exit 1 ;;
   *"jsonpath={.status.phase}"*) echo Succeeded ;;
+  *"--field-selector=status.phase=Running -o name") echo pod/stub-1 ;;
   "kubectl get pods -n "*" -o name") echo pod/stub-0 ;;
-  "kubectl logs -n housing pod/e2e-resolve-"*)
+  "kubectl logs -n "*" pod/e2e-resolve-"*)
     tag=${line##*pod/e2e-resolve-}
     for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
+  "kubectl logs -n "*" pod/e2e-versions-"*) printf '%b\n' "${STUB_VERSIONS:-1 housing-1}" ;;
+  "kubectl logs -n housing job/housing-train-"*) echo "dvc pull data/housing.csv (md5 d1c4) from s3://x" ;;
+  "kubectl get pod e2e-np-"*"exitCode}"*)
+    want=1
+    case $3 in *-client-mlflow | *-clients-predictor) want=0 ;; esac
+    [[ ${STUB_OPEN_PROBE:-} == "$3" ]] && want=0
+    echo "$want" ;;
   *"state.terminated.exitCode}"*) echo "${STUB_HOOK_EXIT:-}" ;;
+  *"state.terminated.finishedAt}"*) echo "${STUB_TRAINED_AT:-2099-01-01T00:00:00Z}" ;;
+  *"{.metadata.creationTimestamp} {.status.conditions"*) echo 2026-01-01T00:00:00Z 2026-01-01T00:00:21Z ;;
+  "kubectl api-resources"*) printf 'pods\npersistentvolumeclaims\n' ;;
+  "kubectl get pods,persistentvolumeclaims -n housing-staging -o name"* | \
+    "kubectl get pods,persistentvolumeclaims -n housing-prod -o name"*)
+    echo persistentvolumeclaim/data-housing-postgresql-0
+    [[ ${STUB_LEFT_NS:-} == "$4" ]] && echo pod/housing-left-behind ;;
+  *"{.spec.claimRef.namespace}"*) printf 'pvc-a housing-staging\npvc-b housing-prod\n' ;;
   *"ttlSecondsAfterFinished}/{.status.failed}"*) echo 600/1 ;;
   *"jsonpath={.status.address.url}"*) echo "http://housing-model-predictor.housing.svc.cluster.local" ;;
   *"jsonpath={.spec.predictor.annotations.housing-mlops"*)
@@ -620,8 +685,15 @@ case "$line" in
 esac
 exit 0
 """
-URIS = "install=s3://mlflow/1/m-a/artifacts accepted=s3://mlflow/1/m-b/artifacts"
-URIS_OK = f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-a/artifacts"
+URIS = (
+    "install=s3://mlflow/1/m-a/artifacts fault-postgres=s3://mlflow/1/m-a/artifacts "
+    "accepted=s3://mlflow/1/m-b/artifacts"
+)
+ENVS = "staging=s3://housing-mlops-staging/mlflow/1/m-s/artifacts prod=s3://housing-mlops-prod/mlflow/1/m-p/artifacts"
+URIS_OK = f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-a/artifacts {ENVS}"
+# the model version the predictor is annotated with, at each wait_serving: install, fault-predictor, accepted,
+# rejected, rollback, staging, prod
+SERVED_OK = "1 1 2 2 1 1 1"
 
 
 def _stub_run(
@@ -629,8 +701,9 @@ def _stub_run(
     fail: str = "^$",
     clusters: str = "",
     uris: str = "",
-    served: str = "1 2 2 1",
+    served: str = SERVED_OK,
     hook_exit: str = "",
+    **stub_env: str,
 ) -> tuple[int, str, list[str]]:
     stubs = tmp_path / "bin"
     stubs.mkdir()
@@ -650,6 +723,9 @@ def _stub_run(
         "STUB_URIS": uris,
         "STUB_SERVED": served,
         "STUB_HOOK_EXIT": hook_exit,
+        "E2E_HELM3": str(stubs / "helm"),
+        "E2E_GONE_SECONDS": "1",
+        **{f"STUB_{k.upper()}": v for k, v in stub_env.items()},
     }
     result = subprocess.run(
         [str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -691,7 +767,11 @@ def test_a_release_failed_by_anything_else_fails_the_run(tmp_path: Path) -> None
     ("uris", "message"),
     [
         (f"{URIS} rejected=s3://mlflow/1/m-c/artifacts", "the rejected retrain left production alone"),
-        ("install=s3://mlflow/1/m-a/artifacts accepted=s3://mlflow/1/m-a/artifacts", "accepted retrain"),
+        (
+            "install=s3://mlflow/1/m-a/artifacts fault-postgres=s3://mlflow/1/m-a/artifacts "
+            "accepted=s3://mlflow/1/m-a/artifacts",
+            "accepted retrain",
+        ),
         (
             f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-b/artifacts",
             "the rollback put the first model back",
@@ -709,17 +789,68 @@ def test_a_wrong_verdict_fails_the_run(tmp_path: Path, uris: str, message: str) 
 @pytest.mark.parametrize(
     ("served", "message"),
     [
-        ("1 1", "the predictor serves the accepted retrain"),
-        ("1 2 3", "the predictor still serves the accepted retrain"),
-        ("1 2 2 2", "the predictor serves the first model again"),
+        ("1 2", "the new predictor serves the same version"),
+        ("1 1 1", "the predictor serves the accepted retrain"),
+        ("1 1 2 3", "the predictor still serves the accepted retrain"),
+        ("1 1 2 2 2", "the predictor serves the first model again"),
         ("", "has no housing-mlops.io/model-version annotation"),
     ],
-    ids=["accepted-not-served", "rejected-served", "rollback-not-served", "never-rolled-out"],
+    ids=[
+        "restarted-serves-another",
+        "accepted-not-served",
+        "rejected-served",
+        "rollback-not-served",
+        "never-rolled-out",
+    ],
 )
 def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, message: str) -> None:
     rc, out, _ = _stub_run(tmp_path, uris=URIS_OK, served=served)
     assert rc != 0
     assert message in out, out
+
+
+@pytest.mark.parametrize(
+    ("stub_env", "message"),
+    [
+        (
+            {"versions": "1 housing-1\\n2 housing-2\\n3 housing-2"},
+            "a training registered more than one version",
+        ),
+        ({"trained_at": "2001-01-01T00:00:00Z"}, "the training had finished before the fault"),
+        ({"psa_open": "1"}, "Pod Security restricted refuses a privileged pod in housing-prod"),
+        ({"open_probe": "e2e-np-client-db"}, "only MLflow reaches PostgreSQL: blocked"),
+        ({"open_probe": "e2e-np-outside-predictor"}, "another namespace does not: blocked"),
+        ({"left_ns": "housing-staging"}, "helm uninstall left objects behind"),
+    ],
+    ids=[
+        "duplicate-version",
+        "fault-after-training",
+        "no-pod-security",
+        "db-open",
+        "predictor-open",
+        "left-behind",
+    ],
+)
+def test_each_fault_and_environment_check_can_fail_the_run(
+    tmp_path: Path, stub_env: dict[str, str], message: str
+) -> None:
+    rc, out, calls = _stub_run(tmp_path, uris=URIS_OK, **stub_env)
+    assert rc != 0
+    assert message in out, out[-3000:]
+    assert calls[-1] == "kind delete cluster --name housing-e2e"
+
+
+def test_the_environments_pass_and_clean_up(tmp_path: Path) -> None:
+    rc, out, calls = _stub_run(tmp_path, uris=URIS_OK)
+    assert rc == 0, out
+    for env in ("housing-staging", "housing-prod"):
+        assert f"helm uninstall housing -n {env} --wait --timeout 10m" in calls
+        assert f"kubectl delete namespace {env} --wait --timeout=180s" in calls
+    staging = _index(calls, r"^helm install housing charts/housing-mlops -n housing-staging ")
+    assert _index(calls, r"^helm version --short") < staging  # the Helm 3 binary (E2E_HELM3) is the stub here
+    assert _index(calls, r"^kubectl label namespace housing-prod pod-security") < _index(
+        calls, r"^helm install housing charts/housing-mlops -n housing-prod "
+    )
 
 
 def test_a_failed_install_collects_diagnostics_then_deletes_the_cluster(tmp_path: Path) -> None:
