@@ -24,6 +24,24 @@ class FakeApi(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"{}")
 
+    def do_GET(self) -> None:
+        """A Job: `failed-*` has the Failed condition, `running-*` none, `forbidden-*` is a 403."""
+        FakeApi.calls.append((self.path, "", dict(self.headers), {}))
+        name = self.path.rsplit("/", 1)[-1]
+        conditions = [{"type": "Complete", "status": "False"}]
+        if name.startswith("failed"):
+            conditions.append(
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached",
+                }
+            )
+        self.send_response(403 if name.startswith("forbidden") else 200)
+        self.end_headers()
+        self.wfile.write(json.dumps({"status": {"conditions": conditions}}).encode())
+
     def log_message(self, *args) -> None:
         pass
 
@@ -62,3 +80,18 @@ def test_rollout_outside_a_pod(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOUSING_SA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="not running in a pod"):
         kube.rollout("housing-model", "ml", "1", "s3://b/x")
+
+
+def test_job_failure_names_the_jobs_failed_condition(api) -> None:
+    why = kube.job_failure("failed-train", None)
+    assert why == (
+        "Job ml/failed-train BackoffLimitExceeded: Job has reached (kubectl logs -n ml job/failed-train)"
+    )
+    assert api.calls[0][0] == "/apis/batch/v1/namespaces/ml/jobs/failed-train"
+
+
+def test_job_failure_is_none_while_it_runs_or_cannot_be_read(api, monkeypatch) -> None:
+    assert kube.job_failure("running-train", "ml") is None
+    assert kube.job_failure("forbidden-train", "ml") is None  # no RBAC: the MLflow run still tells
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert kube.job_failure("failed-train", "ml") is None  # outside a pod (local runs)

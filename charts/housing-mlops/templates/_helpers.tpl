@@ -253,6 +253,24 @@ promotion hook promotes the version carrying it. `<release>-<revision>`.
 {{- printf "%s-%d" .Release.Name (int .Release.Revision) -}}
 {{- end -}}
 
+{{/*
+What the promotion and rollback hooks need to know about the revision (lifecycle.py): the training identity
+and Job it stands for (from the training ConfigMap that this revision's manifest applied before the hook ran;
+absent when training is off) and the release/revision whose served version they record or restore.
+*/}}
+{{- define "housing-mlops.lifecycleEnv" -}}
+- name: HOUSING_IDENTITY
+  valueFrom:
+    configMapKeyRef:
+      name: {{ include "housing-mlops.fullname" (dict "context" . "component" "training") }}
+      key: identity
+      optional: true
+- name: HOUSING_RELEASE
+  value: {{ printf "%s/%s" .Release.Namespace .Release.Name | quote }}
+- name: HOUSING_REVISION
+  value: {{ .Release.Revision | quote }}
+{{- end -}}
+
 {{/* The InferenceService the promotion/rollback hooks roll out (empty: none). */}}
 {{- define "housing-mlops.isvcName" -}}
 {{- .Values.global.inferenceService.name -}}

@@ -68,6 +68,24 @@ def wait_option(default: float):
     )
 
 
+identity_option = click.option(
+    "--identity",
+    envvar="HOUSING_IDENTITY",
+    help="Training identity (the chart's hash of data, params, image): train reuses a version that has it; "
+    "promote judges it.",
+)
+
+
+def release_options(f):
+    f = click.option(
+        "--revision",
+        envvar="HOUSING_REVISION",
+        type=click.IntRange(min=1),
+        help="Helm revision: promote records what it serves, rollback restores it.",
+    )(f)
+    return click.option("--release", envvar="HOUSING_RELEASE", help="Helm release as <namespace>/<name>.")(f)
+
+
 def isvc_options(f):
     f = click.option(
         "--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace."
@@ -131,6 +149,7 @@ def cli(validate_only: bool, verbose: bool) -> None:
     "--max-depth", envvar="HOUSING_MAX_DEPTH", type=click.IntRange(min=0), default=8, help="0 = unlimited."
 )
 @wait_option(120)
+@identity_option
 def train(
     tracking_uri,
     model_name,
@@ -148,8 +167,10 @@ def train(
     learning_rate,
     max_depth,
     wait_timeout,
+    identity,
 ) -> None:
-    """dvc pull the dataset, fit, log the run and register a model version."""
+    """dvc pull the dataset, fit, log the run and register a model version (or reuse --identity's)."""
+    from . import lifecycle
     from .train import TrainParams
     from .train import train as run
 
@@ -167,6 +188,7 @@ def train(
         params=params,
         wait_timeout=wait_timeout,
         local_csv=no_pull,
+        identity=lifecycle.check_identity(identity),
     )
     click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
 
@@ -177,7 +199,9 @@ def train(
 @alias_option
 @click.option("--version", envvar="HOUSING_MODEL_VERSION", help="Candidate version (default: latest).")
 @click.option(
-    "--trigger", envvar="HOUSING_TRIGGER", help="Candidate = the version whose trigger tag matches."
+    "--trigger",
+    envvar="HOUSING_TRIGGER",
+    help="Candidate = the version whose trigger tag matches (when no --identity is given).",
 )
 @click.option("--metric", envvar="HOUSING_GATE_METRIC", default="rmse")
 @click.option(
@@ -196,8 +220,21 @@ def train(
 @click.option(
     "--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric."
 )
+@click.option(
+    "--bootstrap",
+    is_flag=True,
+    envvar="HOUSING_BOOTSTRAP",
+    help="Only while the alias does not exist yet (a release's first model); otherwise do nothing.",
+)
 @wait_option(120)
 @isvc_options
+@identity_option
+@release_options
+@click.option(
+    "--training-job",
+    envvar="HOUSING_TRAINING_JOB",
+    help="Kubernetes Job training the candidate: its failure ends the wait at once.",
+)
 def promote(
     tracking_uri,
     model_name,
@@ -208,24 +245,65 @@ def promote(
     direction,
     max_regression_pct,
     threshold,
+    bootstrap,
     wait_timeout,
     isvc_name,
     isvc_namespace,
+    identity,
+    release,
+    revision,
+    training_job,
 ) -> None:
     """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 1 error)."""
-    from . import registry
+    from . import lifecycle, registry
+    from .errors import GateRejected
     from .promote import Gate
     from .promote import promote as run
 
-    if version and trigger:
-        raise click.UsageError("give --version or --trigger, not both")
+    if version and (trigger or identity):
+        raise click.UsageError("give --version, or --identity / --trigger, not both")
+    if identity:
+        trigger = None  # the identity names the candidate; the trigger is the fallback without one
+    if (release is None) != (revision is None):
+        raise click.UsageError("--release and --revision go together")
+    lifecycle.check_identity(identity)
     gate = Gate(metric, direction, max_regression_pct, threshold)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
-    outcome, promoted = run(
-        name=model_name, alias=alias, version=version, trigger=trigger, gate=gate, wait_timeout=wait_timeout
-    )
+    if bootstrap and not lifecycle.bootstrap_needed(model_name, alias):
+        click.echo(f"skipped: {model_name}@{alias} exists; the promotion hook decides")
+        return
+    job_failure = None
+    if training_job:
+        from . import kube
+
+        def job_failure() -> str | None:
+            return kube.job_failure(training_job, isvc_namespace)
+
+    try:
+        outcome, promoted = run(
+            name=model_name, alias=alias, version=version, trigger=trigger, gate=gate,
+            wait_timeout=wait_timeout, identity=identity, job_failure=job_failure,
+        )  # fmt: skip
+    except GateRejected:
+        if release:  # this revision keeps serving the champion
+            champion = _alias_holder(model_name, alias)
+            if champion:
+                lifecycle.record_served(model_name, release, revision, champion)
+        raise
+    if release:
+        lifecycle.record_served(model_name, release, revision, promoted)
     _rollout(model_name, promoted, isvc_name, isvc_namespace)
     click.echo(f"{outcome}: {model_name} version {promoted} is @{alias}")
+
+
+def _alias_holder(name: str, alias: str) -> str | None:
+    from . import registry
+    from .errors import NotFound
+
+    try:
+        return str(registry.get_version(name, alias=alias).version)
+    except NotFound:
+        return None
 
 
 @cli.command()
@@ -234,15 +312,38 @@ def promote(
 @alias_option
 @wait_option(60)
 @isvc_options
-def rollback(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace) -> None:
-    """Put the alias back on the previous champion."""
-    from . import registry
+@identity_option
+@release_options
+def rollback(
+    tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace, identity, release, revision
+) -> None:
+    """Put the alias back on the previous champion; with --release/--revision (the post-rollback hook), on the
+    version that revision served."""
+    from . import lifecycle, registry
+    from .promote import restore
     from .promote import rollback as run
 
+    if (release is None) != (revision is None):
+        raise click.UsageError("--release and --revision go together")
+    lifecycle.check_identity(identity)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
-    old, new = run(name=model_name, alias=alias, wait_timeout=wait_timeout)
+    if release is None:
+        old, new = run(name=model_name, alias=alias, wait_timeout=wait_timeout)
+        _rollout(model_name, new, isvc_name, isvc_namespace)
+        click.echo(f"rolled back: {model_name}@{alias} version {old} -> {new}")
+        return
+    target = lifecycle.rollback_target(model_name, alias, release, revision, identity)
+    if target is None:
+        current = _alias_holder(model_name, alias)
+        click.echo(
+            f"kept: no record of what revision {revision} of {release} served; @{alias} stays {current}"
+        )
+        if current:
+            _rollout(model_name, current, isvc_name, isvc_namespace)
+        return
+    old, new = restore(name=model_name, alias=alias, version=target, wait_timeout=wait_timeout)
     _rollout(model_name, new, isvc_name, isvc_namespace)
-    click.echo(f"rolled back: {model_name}@{alias} version {old} -> {new}")
+    click.echo(f"rolled back to revision {revision}: {model_name}@{alias} version {old} -> {new}")
 
 
 def _rollout(name: str, version: str, isvc_name: str | None, isvc_namespace: str | None) -> None:

@@ -72,3 +72,26 @@ def rollout(name: str, ns: str | None, model_version: str, uri: str) -> None:
             f"patching InferenceService {ns}/{name} failed: {response.status_code} {response.text[:200]}"
         )
     log.info("InferenceService %s/%s now serves version %s (%s)", ns, name, model_version, uri)
+
+
+def job_failure(name: str, ns: str | None) -> str | None:
+    """Why Job ``name`` failed (its Failed condition), or None while it has not (or cannot be read)."""
+    try:
+        base, headers, verify = _api()
+        ns = namespace(ns)
+        response = requests.get(
+            f"{base}/apis/batch/v1/namespaces/{ns}/jobs/{name}", headers=headers, verify=verify, timeout=15
+        )
+    except (ConfigError, requests.RequestException) as exc:
+        log.debug("cannot read Job %s: %s", name, exc)
+        return None
+    if not response.ok:
+        log.debug("cannot read Job %s: %s", name, response.status_code)
+        return None
+    for condition in response.json().get("status", {}).get("conditions", []):
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            reason = condition.get("reason", "Failed")
+            return (
+                f"Job {ns}/{name} {reason}: {condition.get('message', '')} (kubectl logs -n {ns} job/{name})"
+            )
+    return None

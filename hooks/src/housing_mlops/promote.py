@@ -187,11 +187,23 @@ def _settle(name: str, alias: str, candidate, score: float, gate: Gate) -> str:
     )
 
 
-def find_candidate(name: str, version: str | None, trigger: str | None, wait_timeout: float):
-    """The version to judge: explicit, else the one tagged with ``trigger`` (waiting for it), else the latest."""
+def find_candidate(
+    name: str,
+    version: str | None,
+    trigger: str | None,
+    wait_timeout: float,
+    identity: str | None = None,
+    job_failure=None,
+):
+    """The version to judge: explicit, else the one trained with ``identity`` or tagged with ``trigger`` (waiting
+    for it; an identity's failed training ends the wait at once), else the latest."""
     client = registry.client()
     if version:
         return registry.get_version(name, version=version)
+    if identity:
+        from . import lifecycle
+
+        return lifecycle.wait_for_training(name, identity, wait_timeout, job_failure=job_failure)
     if trigger:
         deadline = time.monotonic() + wait_timeout
         while True:
@@ -219,14 +231,22 @@ def _dataset(version) -> str:
 
 
 def promote(
-    *, name: str, alias: str, version: str | None, trigger: str | None, gate: Gate, wait_timeout: float
+    *,
+    name: str,
+    alias: str,
+    version: str | None,
+    trigger: str | None,
+    gate: Gate,
+    wait_timeout: float,
+    identity: str | None = None,
+    job_failure=None,
 ) -> tuple[str, str]:
     """Judge the candidate and move ``alias`` if it passes. Returns (outcome, version); raises GateRejected.
 
     Outcomes: "promoted", "already" (it holds the alias), "superseded" (it passed, but a concurrent promotion
     moved the alias to a better version, which is returned).
     """
-    candidate = find_candidate(name, version, trigger, wait_timeout)
+    candidate = find_candidate(name, version, trigger, wait_timeout, identity, job_failure)
     if candidate.status != "READY":
         raise HousingError(f"version {candidate.version} is {candidate.status}, not READY")
     score = _metric(candidate, gate.metric)
@@ -321,3 +341,24 @@ def _rollback(name: str, alias: str) -> tuple[str, str]:
     client.set_model_version_tag(name, current.version, f"rolled_back.{alias}", "true")
     log.info("@%s rolled back from version %s to %s", alias, current.version, previous)
     return current.version, previous
+
+
+def restore(*, name: str, alias: str, version: str, wait_timeout: float = 120.0) -> tuple[str | None, str]:
+    """Put ``alias`` on ``version`` (a `helm rollback` to the revision that served it): no gate, it was gated
+    when it was promoted. Returns (from_version or None, version)."""
+    registry.get_version(name, version=version)  # NotFound with a clear message if it was deleted
+    with alias_lease(name, alias, wait_timeout):
+        client = registry.client()
+        current = _holder(name, alias)
+        if current is not None and current.version == version:
+            log.info("@%s already holds version %s: nothing to restore", alias, version)
+            return version, version
+        history = _history(name, alias)
+        if current is not None and (not history or history[-1] != current.version):
+            history.append(current.version)
+        _set_history(name, alias, [*[v for v in history if v != version], version])
+        client.set_registered_model_alias(name, alias, version)
+        if current is not None:
+            client.set_model_version_tag(name, current.version, f"rolled_back.{alias}", "true")
+        log.info("@%s restored from version %s to %s", alias, current and current.version, version)
+        return (current.version if current else None), version

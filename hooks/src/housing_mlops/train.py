@@ -134,8 +134,76 @@ def train(
     params: TrainParams,
     wait_timeout: float,
     local_csv: Path | None = None,
+    identity: str | None = None,
 ) -> TrainResult:
+    """Train and register a version. With ``identity`` (lifecycle.py) a READY version that carries it is reused
+    instead, and a failure is recorded as a FAILED run tagged with it (so the promotion hook stops waiting)."""
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    if identity:
+        from . import lifecycle
+
+        existing = lifecycle.trained(model_name, identity)
+        if existing is not None:
+            log.info(
+                "identity %s is already trained: version %s (run %s, trigger %s); reusing it, not retraining",
+                identity, existing.version, existing.run_id, existing.tags.get("trigger", "?"),
+            )  # fmt: skip
+            metrics = registry.run_metrics(existing.run_id)
+            return TrainResult(
+                existing.run_id,
+                str(existing.version),
+                metrics,
+                existing.tags.get("dataset.kind") == "synthetic",
+            )
+    started: list[str] = []  # the run id, once the run exists
+    try:
+        return _train(
+            model_name=model_name, experiment=experiment, repo=repo, target=target, remote_url=remote_url,
+            git_url=git_url, git_rev=git_rev, trigger=trigger, params=params, local_csv=local_csv,
+            identity=identity, started=started,
+        )  # fmt: skip
+    except Exception as exc:
+        if identity:
+            _record_failure(experiment, identity, trigger, started, exc)
+        raise
+
+
+def _record_failure(experiment: str, identity: str, trigger: str, started: list[str], exc: Exception) -> None:
+    """Best effort (MLflow may be what failed): a FAILED run tagged with the identity and the error."""
+    import mlflow
+
+    message = (str(exc) or type(exc).__name__).splitlines()[0][:500]
+    try:
+        client = registry.client()
+        if started:
+            client.set_tag(started[0], "error", message)
+            client.set_terminated(started[0], status="FAILED")
+            return
+        mlflow.set_experiment(experiment)
+        run = client.create_run(
+            mlflow.get_experiment_by_name(experiment).experiment_id,
+            tags={"identity": identity, "trigger": trigger, "error": message},
+        )
+        client.set_terminated(run.info.run_id, status="FAILED")
+    except Exception as record_exc:  # the original error is what matters
+        log.warning("could not record the failed training in MLflow (%s)", record_exc)
+
+
+def _train(
+    *,
+    model_name: str,
+    experiment: str,
+    repo: Path,
+    target: str,
+    remote_url: str | None,
+    git_url: str | None,
+    git_rev: str | None,
+    trigger: str,
+    params: TrainParams,
+    local_csv: Path | None,
+    identity: str | None,
+    started: list[str],
+) -> TrainResult:
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="housing-train-") as tmp:
@@ -164,8 +232,10 @@ def train(
             "dataset.remote": pulled.remote_url,
             "dataset.kind": "synthetic" if pulled.synthetic else "real",
             "git.commit": commit,
+            **({"identity": identity} if identity else {}),
         }
         with mlflow.start_run(tags=tags) as run:
+            started.append(run.info.run_id)
             mlflow.log_params({**params.__dict__, "dataset_target": target, "rows": len(frame)})
             mlflow.log_metrics(metrics)
             dataset = mlflow.data.from_pandas(

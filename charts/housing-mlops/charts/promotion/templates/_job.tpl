@@ -32,8 +32,8 @@ spec:
     spec:
       restartPolicy: Never
       serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ "component" "promotion") }}
-      # the hooks patch the InferenceService through the API: the only pods with a token
-      automountServiceAccountToken: {{ ne $isvc "" }}
+      # the hooks read the training Job (fail fast) and patch the InferenceService: the only pods with a token
+      automountServiceAccountToken: true
       {{- with (include "housing-mlops.imagePullSecrets" $) }}{{ . | nindent 6 }}{{- end }}
       securityContext:
         {{- include "housing-mlops.podSecurityContext" $v.podSecurityContext | nindent 8 }}
