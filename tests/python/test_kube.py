@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 from housing_mlops import kube
-from housing_mlops.errors import ConfigError, NotFound
+from housing_mlops.errors import ConfigError, HousingError, NotFound
 
 
 class FakeApi(BaseHTTPRequestHandler):
@@ -19,9 +19,18 @@ class FakeApi(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeApi.calls.append((self.path, self.headers["Content-Type"], dict(self.headers), body))
-        status = 404 if "missing" in self.path else 200
+        status = 404 if "missing" in self.path else 403 if "refused" in self.path else 200
         self.send_response(status)
         self.end_headers()
+        if (
+            status == 403
+        ):  # what KServe 0.16's webhook answers (measured) to a legacy RawDeployment annotation
+            message = (
+                'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+                "update rejected: deploymentMode cannot be changed from 'Standard' to 'RawDeployment'"
+            )
+            self.wfile.write(json.dumps({"kind": "Status", "message": message}).encode())
+            return
         self.wfile.write(b"{}")
 
     def log_message(self, *args) -> None:
@@ -62,3 +71,11 @@ def test_rollout_outside_a_pod(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOUSING_SA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="not running in a pod"):
         kube.rollout("housing-model", "ml", "1", "s3://b/x")
+
+
+def test_rollout_refused_by_kserve_says_what_to_change(api) -> None:
+    with pytest.raises(HousingError) as err:
+        kube.rollout("refused", "ml", "1", "s3://b/x")
+    message = str(err.value)
+    assert "cannot be changed from 'Standard' to 'RawDeployment'" in message
+    assert "set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+" in message
