@@ -146,13 +146,20 @@ def by_command(values: str, command: str) -> list[Invocation]:
     return [i for i in RENDERED[values] if i.command == command]
 
 
-def test_training_and_promotion_share_the_trigger():
-    """The hook promotes exactly the version this revision's training Job registered."""
+def test_training_and_promotion_share_the_identity():
+    """The hook judges exactly the version of this revision's training identity: the bootstrap container gets
+    it as a value, the hooks from the training ConfigMap (they cannot see the training values)."""
     defaults = "charts/housing-mlops/ci/01-defaults-values.yaml"
     (train,) = [parsed(i) for i in by_command(defaults, "train")]
-    promotes = [parsed(i) for i in by_command(defaults, "promote")]
-    assert train["trigger"] == f"{RELEASE}-1"
-    assert promotes and all(p["trigger"] == train["trigger"] for p in promotes)
+    promotes = [i for i in by_command(defaults, "promote")]
+    assert len(train["identity"]) == 16 and train["trigger"] == f"helm:{NAMESPACE}/{RELEASE}"
+    bootstrap = [parsed(i) for i in promotes if "-train-" in i.where]
+    assert bootstrap and all(p["identity"] == train["identity"] and p["bootstrap"] for p in bootstrap)
+    objects = render((ROOT / defaults,))
+    (config,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{RELEASE}-training"
+    ]
+    assert config["data"]["identity"] == train["identity"]
 
 
 def test_promotion_rolls_out_the_inference_service():

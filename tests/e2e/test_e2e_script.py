@@ -660,7 +660,7 @@ case "$line" in
     tag=${line##*pod/e2e-resolve-}
     for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
   "kubectl logs -n "*" pod/e2e-versions-"*) printf '%b\n' "${STUB_VERSIONS:-1 housing-1}" ;;
-  "kubectl logs -n housing job/housing-train-"*) echo "dvc pull data/housing.csv (md5 d1c4) from s3://x" ;;
+  *"job-name=housing-train-"*"{.items[*].status.phase}"*) echo Running ;;
   "kubectl get pod e2e-np-"*"exitCode}"*)
     want=1
     case $3 in *-client-mlflow | *-clients-predictor) want=0 ;; esac
@@ -745,6 +745,10 @@ def test_the_happy_path_passes_and_checks_each_verdict(tmp_path: Path) -> None:
     assert _index(calls, r"^helm rollback housing ") < _index(calls, r"^kubectl run e2e-infer-rollback ")
     assert calls[-1] == "kind delete cluster --name housing-e2e"
     assert not (tmp_path / "e2e" / "artifacts").exists()
+    timings = json.loads((tmp_path / "e2e" / "timings.json").read_text())
+    assert timings["result"] == "passed"
+    assert timings["phases_s"]["predictor-pod-created-to-ready"] == 21  # the stand-in's two timestamps
+    assert {"install", "fault-postgres", "staging", "prod"} <= set(timings["phases_s"])
 
 
 def test_a_release_failed_by_the_gate_is_the_expected_verdict(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 from housing_mlops import kube
-from housing_mlops.errors import ConfigError, NotFound
+from housing_mlops.errors import ConfigError, HousingError, NotFound
 
 
 class FakeApi(BaseHTTPRequestHandler):
@@ -19,9 +19,16 @@ class FakeApi(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeApi.calls.append((self.path, self.headers["Content-Type"], dict(self.headers), body))
-        status = 404 if "missing" in self.path else 200
+        status = 404 if "missing" in self.path else 403 if "refused" in self.path else 200
         self.send_response(status)
         self.end_headers()
+        if status == 403:  # KServe 0.16's webhook (measured) on a legacy RawDeployment annotation
+            message = (
+                'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+                "update rejected: deploymentMode cannot be changed from 'Standard' to 'RawDeployment'"
+            )
+            self.wfile.write(json.dumps({"kind": "Status", "message": message}).encode())
+            return
         self.wfile.write(b"{}")
 
     def do_GET(self) -> None:
@@ -95,3 +102,11 @@ def test_job_failure_is_none_while_it_runs_or_cannot_be_read(api, monkeypatch) -
     assert kube.job_failure("forbidden-train", "ml") is None  # no RBAC: the MLflow run still tells
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
     assert kube.job_failure("failed-train", "ml") is None  # outside a pod (local runs)
+
+
+def test_rollout_refused_by_kserve_says_what_to_change(api) -> None:
+    with pytest.raises(HousingError) as err:
+        kube.rollout("refused", "ml", "1", "s3://b/x")
+    message = str(err.value)
+    assert "cannot be changed from 'Standard' to 'RawDeployment'" in message
+    assert "set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+" in message

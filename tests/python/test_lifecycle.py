@@ -21,6 +21,7 @@ ID_A, ID_B, ID_C, ID_FAILED = "a" * 16, "b" * 16, "c" * 16, "f" * 16
 @pytest.fixture(scope="module")
 def trained(stack, dvc_repo: Path, pushed: str):
     """train(identity, max_iter, depth) through the CLI, returning (exit code, stdout, stderr)."""
+
     def run(cli, identity: str, max_iter: int = 20, depth: int = 8, data: str | None = None):
         return cli(
             "train", "--model-name", MODEL, "--repo", str(dvc_repo), "--data", data or pushed,

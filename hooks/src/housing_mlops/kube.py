@@ -68,8 +68,15 @@ def rollout(name: str, ns: str | None, model_version: str, uri: str) -> None:
     if response.status_code == 404:
         raise NotFound(f"InferenceService {ns}/{name} not found")
     if not response.ok:
+        try:
+            why = response.json().get("message", response.text)
+        except ValueError:
+            why = response.text
+        hint = ""
+        if "deploymentMode cannot be changed" in why:
+            hint = " (set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+)"
         raise HousingError(
-            f"patching InferenceService {ns}/{name} failed: {response.status_code} {response.text[:200]}"
+            f"patching InferenceService {ns}/{name} failed: {response.status_code} {why[:500]}{hint}"
         )
     log.info("InferenceService %s/%s now serves version %s (%s)", ns, name, model_version, uri)
 
