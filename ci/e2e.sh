@@ -98,10 +98,10 @@ try:
 except OSError as exc:
     print(f"{host}:{port} blocked: {exc}"); sys.exit(1)
 print(f"{host}:{port} open")'
-# Every registered version and its trigger tag (<release>-<revision>): one line each, "VERSION TRIGGER".
+# Every registered version and its training identity (lifecycle.py): one line each, "VERSION IDENTITY".
 VERSIONS_PY='from mlflow import MlflowClient
 for v in sorted(MlflowClient().search_model_versions("name=%r" % "'"$MODEL_NAME"'"), key=lambda v: int(v.version)):
-    print(v.version, v.tags.get("trigger", "-"))'
+    print(v.version, v.tags.get("identity", "-"))'
 
 # --- how long each wait may take ----------------------------------------------------------------------------
 T_NODES=180s
@@ -358,8 +358,8 @@ wait_serving() {
   say "serving: $ISVC model version $SERVED"
 }
 
-# registry_versions TAG: VERSIONS := every registered version with its trigger ("VERSION TRIGGER" lines); fails
-# unless each trigger (one Helm revision's training) registered exactly one version
+# registry_versions TAG: VERSIONS := every registered version with its identity ("VERSION IDENTITY" lines); fails
+# unless each training identity registered exactly one version (a Job that ran again reused it)
 registry_versions() {
   jobs_pod "e2e-versions-$1" --command python3 -c "$VERSIONS_PY"
   if ((DRY_RUN)); then
@@ -370,7 +370,7 @@ registry_versions() {
   [[ -n $VERSIONS ]] || die "no registered version of $MODEL_NAME"
   local twice
   twice=$(awk '{print $2}' <<<"$VERSIONS" | sort | uniq -d)
-  [[ -z $twice ]] || die "a training registered more than one version (trigger $twice): $VERSIONS"
+  [[ -z $twice ]] || die "a training identity registered more than one version ($twice): $VERSIONS"
   say "versions: $(paste -sd, - <<<"$VERSIONS")"
 }
 
@@ -427,12 +427,13 @@ nothing_left() {
   [[ -z $out ]]
 }
 
-# only_volume_left: what `persistence.whenDeleted: Retain` keeps and nothing else: one PVC and its volume
+# only_volume_left: what `persistence.whenDeleted: Retain` keeps and nothing else: one PVC and its volume, and
+# the generated PostgreSQL password that opens it (when the chart generated one)
 only_volume_left() {
   local out
   out=$(leftovers) || return 1
   [[ $(grep -c '^persistentvolumeclaim/' <<<"$out") == 1 && $(grep -c '^persistentvolume/' <<<"$out") == 1 &&
-    $(grep -cv '^persistentvolume' <<<"$out") == 0 ]]
+    $(grep -v '^persistentvolume' <<<"$out" | grep -cvxF "secret/$RELEASE-postgresql") == 0 ]]
 }
 
 # --- diagnostics and cleanup (EXIT trap) -------------------------------------------------------------------
@@ -695,13 +696,38 @@ resolve_production fault-postgres
 expect_equal "production did not move" "$URI" "$URI_INSTALLED"
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 
-# The MLflow pod is deleted as soon as revision 2's training pod runs, seconds before the training can register
+# The MLflow pod is deleted as soon as the accepted upgrade's training pod runs, seconds before the training can register
 # anything (it waits for MLflow, pulls the data, fits, then logs): it rides out the restart (its wait for MLflow,
 # MLflow client retries) or is retried by its Job; either way one version is registered and the gate decides.
 training_started() { # training_started JOB: its pod runs
   [[ $(kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$1" --request-timeout=30s \
     -o 'jsonpath={.items[*].status.phase}') == *Running* ]]
 }
+# the training Job of the revision Helm applied last (the ConfigMap the hooks read; lifecycle.py)
+training_job() { kubectl get configmap "$RELEASE-training" -n "$NS" --request-timeout=30s -o 'jsonpath={.data.job}'; }
+new_training_started() { # new_training_started OLD_JOB: the training Job is another one, and its pod runs
+  local job
+  job=$(training_job) && [[ $job != "$1" ]] && training_started "$job"
+}
+# training_pods: every training pod of the release (a Job that ran adds one)
+training_pods() {
+  kubectl get pods -n "$NS" -l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=training" \
+    --request-timeout=30s -o name | sort
+}
+
+# An upgrade that changes nothing the model depends on (lifecycle.py): same identity, same training Job, which
+# Helm leaves alone; no pod trains, no version is registered, the hook finds the champion in place.
+phase upgrade-unchanged "helm upgrade changing only resources and replicas: no training, no new version"
+JOB_INSTALLED=$(capture "$RELEASE-train-<identity>" training_job)
+PODS_BEFORE=$(capture "<training pods>" training_pods)
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-unchanged.yaml \
+  --wait --timeout "$T_INSTALL"
+wait_serving unchanged
+expect_equal "the same training Job stands for revision 2" "$(capture "$JOB_INSTALLED" training_job)" "$JOB_INSTALLED"
+expect_equal "no training pod ran" "$(capture "$PODS_BEFORE" training_pods)" "$PODS_BEFORE"
+registry_versions unchanged
+expect_equal "no version was registered" "$VERSIONS" "$VERSIONS_INSTALLED"
+expect_equal "the predictor serves the same version" "$SERVED" "$SERVED_INSTALLED"
 
 phase upgrade-accepted "helm upgrade: a retrain the gate accepts, the MLflow pod deleted mid-training; production moves"
 show helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-accepted.yaml \
@@ -712,18 +738,19 @@ if ((!DRY_RUN)); then
     --wait --timeout "$T_INSTALL" &
   UPGRADE_PID=$!
 fi
-POLL_EVERY=1 poll "$POD_SECONDS" "the training of revision 2 has started" training_started "$RELEASE-train-2"
+POLL_EVERY=1 poll "$POD_SECONDS" "the training of revision 3 has started" new_training_started "$JOB_INSTALLED"
+JOB_ACCEPTED=$(capture "$RELEASE-train-<accepted>" training_job)
 read -ra MLFLOW_PODS <<<"$(capture pod/mlflow kubectl get pods -n "$NS" -l app.kubernetes.io/component=mlflow -o name)"
 FAULT_AT=$(date -u +%s)
 run kubectl delete -n "$NS" "${MLFLOW_PODS[@]}" --wait=false
 if ((!DRY_RUN)); then
   wait "$UPGRADE_PID" || die "helm upgrade failed after the MLflow pod was deleted mid-training"
 fi
-TRAINED_AT=$(capture 2099-01-01T00:00:00Z kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$RELEASE-train-2" \
+TRAINED_AT=$(capture 2099-01-01T00:00:00Z kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$JOB_ACCEPTED" \
   -o 'jsonpath={.items[*].status.containerStatuses[0].state.terminated.finishedAt}')
 say "check: the training finished after the MLflow pod was deleted (deleted $(date -u -d "@$FAULT_AT" +%T), finished ${TRAINED_AT##* })"
 ((DRY_RUN)) || (($(date -d "${TRAINED_AT##* }" +%s) > FAULT_AT)) || die "the training had finished before the fault"
-run kubectl logs -n "$NS" "job/$RELEASE-train-2" --tail=30
+run kubectl logs -n "$NS" "job/$JOB_ACCEPTED" --all-containers --tail=30
 wait_serving accepted
 resolve_production accepted
 URI_ACCEPTED=$URI
@@ -734,15 +761,15 @@ registry_versions accepted # and no training registered twice
 infer accepted
 
 phase upgrade-rejected "helm upgrade: a worse retrain that the gate rejects; production stays"
-# The promotion hook exits 3 on a rejected candidate, which fails the hook and so the release (revision 3):
+# The promotion hook exits 3 on a rejected candidate, which fails the hook and so the release (revision 4):
 # that failure is the expected verdict, as long as it is the gate's (exit 3) and nothing else.
 REJECTED_RC=0
 run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/upgrade-rejected.yaml \
   --wait --timeout "$T_INSTALL" || REJECTED_RC=$?
 if ((DRY_RUN || REJECTED_RC != 0)); then
   say "helm upgrade failed (${REJECTED_RC/#0/a non-zero exit}): expected if the gate rejected; was it the gate?"
-  run kubectl logs -n "$NS" "job/$RELEASE-promote-3" --tail=20
-  HOOK_EXIT=$(capture 3 kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$RELEASE-promote-3" \
+  run kubectl logs -n "$NS" "job/$RELEASE-promote-4" --tail=20
+  HOOK_EXIT=$(capture 3 kubectl get pods -n "$NS" -l "batch.kubernetes.io/job-name=$RELEASE-promote-4" \
     -o 'jsonpath={.items[*].status.containerStatuses[*].state.terminated.exitCode}')
   expect_equal "the promotion hook exited 3: rejected by the gate" "$HOOK_EXIT" 3
 fi
@@ -750,18 +777,31 @@ wait_serving rejected
 resolve_production rejected
 expect_equal "the rejected retrain left production alone" "$URI" "$URI_ACCEPTED"
 expect_equal "the predictor still serves the accepted retrain" "$SERVED" "$SERVED_ACCEPTED"
+registry_versions rejected
+VERSIONS_REJECTED=$VERSIONS
 infer rejected
 
-# `helm rollback` to the previous revision (2): its post-rollback hook runs `housing-mlops rollback`, which puts
-# production back on the previous champion, the first model. (Helm replays revision 2's stored manifest, so its
-# training Job runs again; only the hook moves the alias.)
-phase rollback "helm rollback: production back on the previous model, which answers"
+# `helm rollback` (to revision 3) after the rejected upgrade: Helm runs revision 3's post-rollback hook, which
+# restores what revision 3 served, today's champion: nothing moves. Revision 3's training Job comes back and
+# finds its version registered (no training).
+phase rollback "helm rollback after the rejected upgrade: the champion keeps serving, nothing trains"
 run helm rollback "$RELEASE" -n "$NS" --wait --timeout "$T_ROLLBACK"
 wait_serving rollback
 resolve_production rollback
+expect_equal "production stayed on the accepted retrain" "$URI" "$URI_ACCEPTED"
+expect_equal "the predictor serves the accepted retrain" "$SERVED" "$SERVED_ACCEPTED"
+registry_versions rollback
+expect_equal "nothing was trained" "$VERSIONS" "$VERSIONS_REJECTED"
+
+phase rollback-first "helm rollback to revision 1: exactly what it served, no training, no gate"
+run helm rollback "$RELEASE" 1 -n "$NS" --wait --timeout "$T_ROLLBACK"
+wait_serving rollback-first
+resolve_production rollback-first
 expect_equal "the rollback put the first model back" "$URI" "$URI_INSTALLED"
 expect_equal "the predictor serves the first model again" "$SERVED" "$SERVED_INSTALLED"
-infer rollback
+registry_versions rollback-first
+expect_equal "nothing was trained" "$VERSIONS" "$VERSIONS_REJECTED"
+infer rollback-first
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 run helm history "$RELEASE" -n "$NS"
 
@@ -770,11 +810,11 @@ run helm uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
 # The rejected candidate's hook Job is kept on purpose (hook-delete-policy keeps failed hooks, Helm never deletes
 # hook resources on uninstall; Kubernetes' TTL controller does after promotion.ttlSecondsAfterFinished, >= 600 s,
 # so that its logs and exit code can be read). Check that it is exactly that, then delete it rather than wait.
-KEPT=$(capture 600/1 kubectl get job "$RELEASE-promote-3" -n "$NS" \
+KEPT=$(capture 600/1 kubectl get job "$RELEASE-promote-4" -n "$NS" \
   -o 'jsonpath={.spec.ttlSecondsAfterFinished}/{.status.failed}')
-say "check: the kept hook Job $RELEASE-promote-3 failed and has a TTL (ttl/failed = $KEPT)"
-((DRY_RUN)) || [[ $KEPT =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || die "hook Job $RELEASE-promote-3: expected failed with a TTL, got '$KEPT'"
-run kubectl delete job "$RELEASE-promote-3" -n "$NS" --cascade=foreground --wait --timeout=120s
+say "check: the kept hook Job $RELEASE-promote-4 failed and has a TTL (ttl/failed = $KEPT)"
+((DRY_RUN)) || [[ $KEPT =~ ^[1-9][0-9]*/[1-9][0-9]*$ ]] || die "hook Job $RELEASE-promote-4: expected failed with a TTL, got '$KEPT'"
+run kubectl delete job "$RELEASE-promote-4" -n "$NS" --cascade=foreground --wait --timeout=120s
 say "leftovers: every listable kind in $NS, cluster-scoped objects labelled $RELEASE, volumes bound in $NS"
 if ! poll "$GONE_SECONDS" "nothing of $RELEASE is left" nothing_left; then
   echo "e2e: left behind by helm uninstall:" >&2
@@ -784,17 +824,18 @@ fi
 expect_failure "the release is gone" helm status "$RELEASE" -n "$NS"
 run kubectl delete namespace "$NS" --wait --timeout=180s
 
-# uninstall_keeping_volume HELM: `HELM uninstall`, then nothing of the release is left but what
-# persistence.whenDeleted=Retain (the default, as in staging and prod) keeps: the PostgreSQL volume
+# uninstall_keeping_volume HELM [--keep-namespace]: `HELM uninstall`, then nothing of the release is left but
+# what persistence.whenDeleted=Retain (the default, as in staging and prod) keeps: the PostgreSQL volume (and its
+# generated password); then the namespace goes, and the volume with it, unless kept for a reinstall
 uninstall_keeping_volume() {
   run "$1" uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
-  say "leftovers: the PostgreSQL volume (whenDeleted: Retain) and nothing else"
+  say "leftovers: the PostgreSQL volume (whenDeleted: Retain) and its password, nothing else"
   if ! poll "$GONE_SECONDS" "only the retained volume of $RELEASE is left" only_volume_left; then
     echo "e2e: left behind by helm uninstall:" >&2
     leftovers >&2 || true
     die "helm uninstall left objects behind (or not the retained volume)"
   fi
-  run kubectl delete namespace "$NS" --wait --timeout=180s # and with it the volume
+  [[ ${2:-} == --keep-namespace ]] || run kubectl delete namespace "$NS" --wait --timeout=180s
 }
 
 # expect_bucket URI BUCKET: the model lives where the environment's values put artifacts
@@ -803,16 +844,41 @@ expect_bucket() {
   expect_equal "the model is in the environment's bucket" "${bucket%%/*}" "$2"
 }
 
-phase staging "values/staging.yaml with Helm 3 (${HELM3_VERSION:-3.x}): install, Ready, helm test, uninstall"
+# values/staging.yaml with Helm 3, and the lifecycle around installs: a first install whose training fails (a
+# dataset that does not exist) fails fast (the hook stops waiting once the training failed: no --wait here,
+# which would wait on the InferenceService instead); `helm upgrade --install` then converges (the bootstrap is
+# decided by "no champion yet", not by the verb); uninstall keeps the volume and its password; a reinstall opens
+# the same database: MLflow comes back with its history and the same champion, and nothing is retrained.
+phase staging "values/staging.yaml with Helm 3 (${HELM3_VERSION:-3.x}): failed install, converge, uninstall, reinstall"
 target "$STAGING_NS"
 prepare_namespace
-run "$HELM3" install "$RELEASE" "$CHART" -n "$NS" -f values/staging.yaml -f ci/overlays/staging.yaml \
-  ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"} --wait --timeout "$T_INSTALL"
+STAGING_ARGS=(-f values/staging.yaml -f ci/overlays/staging.yaml ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"})
+FAILING_STARTED=$SECONDS
+expect_failure "an install whose training fails fails" "$HELM3" install "$RELEASE" "$CHART" -n "$NS" \
+  "${STAGING_ARGS[@]}" --set training.data.path=data/missing.csv --timeout "$T_INSTALL"
+((DRY_RUN)) || TIMINGS+=("\"staging-failed-install\": $((SECONDS - FAILING_STARTED))")
+HOOK_LOG=$(capture "error: the training of identity <id> failed: <why>" kubectl logs -n "$NS" "job/$RELEASE-promote-1" --tail=5)
+say "check: the promotion hook named the failed training ($(tail -n 1 <<<"$HOOK_LOG"))"
+((DRY_RUN)) || grep -F 'failed: ' <<<"$HOOK_LOG" | grep -F 'the training of identity' >/dev/null ||
+  die "the promotion hook did not stop on the failed training: $HOOK_LOG"
+run kubectl delete job "$RELEASE-promote-1" -n "$NS" --wait --timeout=120s # failed hooks are kept on purpose
+run "$HELM3" upgrade --install "$RELEASE" "$CHART" -n "$NS" "${STAGING_ARGS[@]}" --wait --timeout "$T_INSTALL"
 wait_serving staging
 run "$HELM3" test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 resolve_production staging
 expect_bucket "$URI" housing-mlops-staging
+URI_STAGING=$URI
+registry_versions staging
+VERSIONS_STAGING=$VERSIONS
 infer staging
+uninstall_keeping_volume "$HELM3" --keep-namespace
+run "$HELM3" install "$RELEASE" "$CHART" -n "$NS" "${STAGING_ARGS[@]}" --wait --timeout "$T_INSTALL"
+wait_serving staging-reinstalled
+registry_versions staging-reinstalled
+expect_equal "MLflow came back with its history, nothing retrained" "$VERSIONS" "$VERSIONS_STAGING"
+resolve_production staging-reinstalled
+expect_equal "the same champion serves" "$URI" "$URI_STAGING"
+run "$HELM3" test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 uninstall_keeping_volume "$HELM3"
 
 phase prod "values/prod.yaml under Pod Security restricted, MLflow auth, 2 replicas; NetworkPolicies both ways"

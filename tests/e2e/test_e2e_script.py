@@ -41,9 +41,11 @@ PHASES = [
     "test",
     "fault-predictor",
     "fault-postgres",
+    "upgrade-unchanged",
     "upgrade-accepted",
     "upgrade-rejected",
     "rollback",
+    "rollback-first",
     "uninstall",
     "staging",
     "prod",
@@ -197,8 +199,10 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^kubectl run e2e-versions-fault-postgres ",
         r"^kubectl run e2e-resolve-fault-postgres ",
         r"^helm test housing -n housing --logs ",
+        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-unchanged\.yaml ",
+        r"^kubectl run e2e-versions-unchanged ",
         r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/upgrade-accepted\.yaml .*'&'$",
-        r"^poll --timeout=\d+s training_started housing-train-2$",
+        r"^poll --timeout=\d+s new_training_started \S+$",
         r"^kubectl delete -n housing pod/\S+ --wait=false$",
         r"^kubectl run e2e-resolve-accepted ",
         r"^kubectl run e2e-infer-accepted .* -- infer --url ",
@@ -207,13 +211,23 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^helm rollback housing -n housing ",
         r"^kubectl wait --for=condition=Ready inferenceservice/housing-model ",
         r"^kubectl run e2e-resolve-rollback ",
-        r"^kubectl run e2e-infer-rollback .* -- infer --url ",
+        r"^kubectl run e2e-versions-rollback ",
+        r"^helm rollback housing 1 -n housing ",
+        r"^kubectl run e2e-resolve-rollback-first ",
+        r"^kubectl run e2e-infer-rollback-first .* -- infer --url ",
         r"^helm test housing -n housing --logs ",
         r"^helm uninstall housing -n housing ",
         r"^poll --timeout=\d+s nothing_left$",
         r"^kubectl create namespace housing-staging$",
         r"install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml "
-        r"-f ci/overlays/staging\.yaml ",
+        r"-f ci/overlays/staging\.yaml .*--set training\.data\.path=data/missing\.csv",
+        r"^kubectl logs -n housing-staging job/housing-promote-1 ",
+        r"upgrade --install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml ",
+        r"test housing -n housing-staging --logs ",
+        r"uninstall housing -n housing-staging ",
+        r"^poll --timeout=\d+s only_volume_left$",
+        r"install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml .*--wait",
+        r"^kubectl run e2e-versions-staging-reinstalled ",
         r"test housing -n housing-staging --logs ",
         r"uninstall housing -n housing-staging ",
         r"^poll --timeout=\d+s only_volume_left$",
@@ -269,17 +283,29 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("the new predictor serves the same version", "=="),
         ("every registered version survived", "=="),
         ("production did not move", "=="),
+        ("the same training Job stands for revision 2", "=="),
+        ("no training pod ran", "=="),
+        ("no version was registered", "=="),
+        ("the predictor serves the same version", "=="),
         ("the training finished after the MLflow pod was deleted", "deleted"),
         ("the accepted retrain is in production", "!="),
         ("the predictor serves the accepted retrain", "!="),
         ("the promotion hook exited 3: rejected by the gate", "=="),
         ("the rejected retrain left production alone", "=="),
         ("the predictor still serves the accepted retrain", "=="),
+        ("production stayed on the accepted retrain", "=="),
+        ("the predictor serves the accepted retrain", "=="),
+        ("nothing was trained", "=="),
         ("the rollback put the first model back", "=="),
         ("the predictor serves the first model again", "=="),
-        ("the kept hook Job housing-promote-3 failed and has a TTL", "ttl/failed"),
+        ("nothing was trained", "=="),
+        ("the kept hook Job housing-promote-4 failed and has a TTL", "ttl/failed"),
         ("the release is gone", "fails"),
+        ("an install whose training fails fails", "fails"),
+        ("the promotion hook named the failed training", "failed"),
         ("the model is in the environment's bucket", "housing-mlops-staging"),
+        ("MLflow came back with its history, nothing retrained", "=="),
+        ("the same champion serves", "=="),
         ("Pod Security restricted refuses a privileged pod in housing-prod", "fails"),
         ("the model is in the environment's bucket", "housing-mlops-prod"),
         ("an MLflow client reaches MLflow: open", "== 0"),
@@ -393,7 +419,7 @@ def test_the_chart_accepts_what_the_e2e_installs(overlay: str) -> None:
 
 
 def test_the_rejected_retrain_is_worse_and_the_gate_strict() -> None:
-    env = _env(_render("ci/kind/upgrade-rejected.yaml"), "Job", r"housing-train-\d+")
+    env = _env(_render("ci/kind/upgrade-rejected.yaml"), "Job", r"housing-train-[0-9a-f]{10}-[0-9a-f]{5}")
     assert env["HOUSING_MAX_ITER"] == "1"
     assert env["HOUSING_MAX_DEPTH"] == "1"
     promote = _env(_render("ci/kind/upgrade-rejected.yaml"), "Job", r"housing-promote-\d+")
@@ -409,7 +435,7 @@ def test_names_the_e2e_relies_on_match_the_chart() -> None:
     mlflow = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "housing-mlflow"]
     assert mlflow, by_kind.get("Service")
     assert 5000 in [p["port"] for p in mlflow[0]["spec"]["ports"]]
-    train = _env(docs, "Job", r"housing-train-1")
+    train = _env(docs, "Job", r"housing-train-[0-9a-f]{10}-[0-9a-f]{5}")
     assert train["MLFLOW_TRACKING_URI"] == "http://housing-mlflow.housing.svc.cluster.local:5000"
     assert train["HOUSING_DVC_REMOTE_URL"] == _script_var("DVC_REMOTE")
     endpoint = _script_var("S3_ENDPOINT").replace("${NS}", "housing")
@@ -659,8 +685,15 @@ case "$line" in
   "kubectl logs -n "*" pod/e2e-resolve-"*)
     tag=${line##*pod/e2e-resolve-}
     for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
-  "kubectl logs -n "*" pod/e2e-versions-"*) printf '%b\n' "${STUB_VERSIONS:-1 housing-1}" ;;
+  "kubectl logs -n "*" pod/e2e-versions-"*)
+    printf '%b\n' "${STUB_VERSIONS:-1 aaaa}"
+    if [[ -n ${STUB_RETRAINED:-} ]] && grep -F upgrade-unchanged "$STUB_LOG" >/dev/null; then echo "2 cccc"; fi ;;
   *"job-name=housing-train-"*"{.items[*].status.phase}"*) echo Running ;;
+  "kubectl get configmap housing-training "*"{.data.job}"*)  # the accepted upgrade applies a new identity
+    if grep -F upgrade-accepted "$STUB_LOG" >/dev/null; then echo housing-train-bbbb-2; else echo housing-train-aaaa-1; fi ;;
+  "helm install "*"training.data.path=data/missing.csv"*) [[ -n ${STUB_INSTALL_PASSES:-} ]] || exit 1 ;;
+  "kubectl logs -n housing-staging job/housing-promote-1"*)
+    echo "${STUB_HOOK_LOG:-error: the training of identity 0123456789abcdef failed: no data/missing.csv.dvc}" ;;
   "kubectl get pod e2e-np-"*"exitCode}"*)
     want=1
     case $3 in *-client-mlflow | *-clients-predictor) want=0 ;; esac
@@ -689,11 +722,18 @@ URIS = (
     "install=s3://mlflow/1/m-a/artifacts fault-postgres=s3://mlflow/1/m-a/artifacts "
     "accepted=s3://mlflow/1/m-b/artifacts"
 )
-ENVS = "staging=s3://housing-mlops-staging/mlflow/1/m-s/artifacts prod=s3://housing-mlops-prod/mlflow/1/m-p/artifacts"
-URIS_OK = f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-a/artifacts {ENVS}"
-# the model version the predictor is annotated with, at each wait_serving: install, fault-predictor, accepted,
-# rejected, rollback, staging, prod
-SERVED_OK = "1 1 2 2 1 1 1"
+ENVS = (
+    "staging=s3://housing-mlops-staging/mlflow/1/m-s/artifacts "
+    "staging-reinstalled=s3://housing-mlops-staging/mlflow/1/m-s/artifacts "
+    "prod=s3://housing-mlops-prod/mlflow/1/m-p/artifacts"
+)
+URIS_OK = (
+    f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-b/artifacts "
+    f"rollback-first=s3://mlflow/1/m-a/artifacts {ENVS}"
+)
+# the model version the predictor is annotated with, at each wait_serving: install, fault-predictor, unchanged,
+# accepted, rejected, rollback, rollback-first, staging, staging-reinstalled, prod
+SERVED_OK = "1 1 1 2 2 2 1 1 1 1"
 
 
 def _stub_run(
@@ -742,7 +782,9 @@ def test_the_happy_path_passes_and_checks_each_verdict(tmp_path: Path) -> None:
     rc, out, calls = _stub_run(tmp_path, uris=URIS_OK)
     assert rc == 0, out
     assert "e2e: PASSED" in out
-    assert _index(calls, r"^helm rollback housing ") < _index(calls, r"^kubectl run e2e-infer-rollback ")
+    assert _index(calls, r"^helm rollback housing 1 ") < _index(
+        calls, r"^kubectl run e2e-infer-rollback-first "
+    )
     assert calls[-1] == "kind delete cluster --name housing-e2e"
     assert not (tmp_path / "e2e" / "artifacts").exists()
     timings = json.loads((tmp_path / "e2e" / "timings.json").read_text())
@@ -756,7 +798,7 @@ def test_a_release_failed_by_the_gate_is_the_expected_verdict(tmp_path: Path) ->
     assert rc == 0, out
     assert "the promotion hook exited 3: rejected by the gate (3 == 3)" in out
     assert _index(calls, "upgrade-rejected") < _index(
-        calls, r"^kubectl logs -n housing job/housing-promote-3"
+        calls, r"^kubectl logs -n housing job/housing-promote-4"
     )
 
 
@@ -777,11 +819,26 @@ def test_a_release_failed_by_anything_else_fails_the_run(tmp_path: Path) -> None
             "accepted retrain",
         ),
         (
-            f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-b/artifacts",
+            f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-a/artifacts",
+            "production stayed on the accepted retrain",
+        ),
+        (
+            f"{URIS} rejected=s3://mlflow/1/m-b/artifacts rollback=s3://mlflow/1/m-b/artifacts "
+            "rollback-first=s3://mlflow/1/m-b/artifacts",
             "the rollback put the first model back",
         ),
+        (
+            f"{URIS_OK.replace('staging-reinstalled=s3://housing-mlops-staging/mlflow/1/m-s', 'staging-reinstalled=s3://housing-mlops-staging/mlflow/1/m-t')}",
+            "the same champion serves",
+        ),
     ],
-    ids=["rejected-but-moved", "accepted-but-stayed", "rollback-not-back"],
+    ids=[
+        "rejected-but-moved",
+        "accepted-but-stayed",
+        "rollback-demoted",
+        "rollback-not-back",
+        "reinstall-lost",
+    ],
 )
 def test_a_wrong_verdict_fails_the_run(tmp_path: Path, uris: str, message: str) -> None:
     rc, out, calls = _stub_run(tmp_path, uris=uris)
@@ -794,16 +851,20 @@ def test_a_wrong_verdict_fails_the_run(tmp_path: Path, uris: str, message: str) 
     ("served", "message"),
     [
         ("1 2", "the new predictor serves the same version"),
-        ("1 1 1", "the predictor serves the accepted retrain"),
-        ("1 1 2 3", "the predictor still serves the accepted retrain"),
-        ("1 1 2 2 2", "the predictor serves the first model again"),
+        ("1 1 2", "the predictor serves the same version"),
+        ("1 1 1 1", "the predictor serves the accepted retrain"),
+        ("1 1 1 2 3", "the predictor still serves the accepted retrain"),
+        ("1 1 1 2 2 1", "the predictor serves the accepted retrain"),
+        ("1 1 1 2 2 2 2", "the predictor serves the first model again"),
         ("", "has no housing-mlops.io/model-version annotation"),
     ],
     ids=[
         "restarted-serves-another",
+        "unchanged-serves-another",
         "accepted-not-served",
         "rejected-served",
-        "rollback-not-served",
+        "rollback-demoted",
+        "rollback-first-not-served",
         "never-rolled-out",
     ],
 )
@@ -816,9 +877,12 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
 @pytest.mark.parametrize(
     ("stub_env", "message"),
     [
+        ({"versions": "1 aaaa\\n2 bbbb\\n3 bbbb"}, "a training identity registered more than one version"),
+        ({"retrained": "1"}, "no version was registered"),
+        ({"install_passes": "1"}, "an install whose training fails fails"),
         (
-            {"versions": "1 housing-1\\n2 housing-2\\n3 housing-2"},
-            "a training registered more than one version",
+            {"hook_log": "error: no version after 1200s"},
+            "the promotion hook did not stop on the failed training",
         ),
         ({"trained_at": "2001-01-01T00:00:00Z"}, "the training had finished before the fault"),
         ({"psa_open": "1"}, "Pod Security restricted refuses a privileged pod in housing-prod"),
@@ -828,6 +892,9 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
     ],
     ids=[
         "duplicate-version",
+        "retrained-unchanged",
+        "failing-install-passed",
+        "hook-did-not-fail-fast",
         "fault-after-training",
         "no-pod-security",
         "db-open",

@@ -114,9 +114,10 @@ def test_the_hook_stops_waiting_once_the_training_failed(cli, trained) -> None:
     started = time.monotonic()
     code, _, err = _promote(cli, ID_FAILED, 5, "--wait-timeout", "600")
     seconds = time.monotonic() - started
-    assert code == 1
+    # exit 4 and this message only come from the failed run it found, never from running out of time (exit 1,
+    # "no version ... after 600s"): the chart's podFailurePolicy does not retry it either
+    assert code == 4, err
     assert f"the training of identity {ID_FAILED} failed: " in err and "no-such-file.csv" in err, err
-    assert seconds < 60, f"waited {seconds:.0f}s for a training that had failed"
     print(f"fail fast: the hook gave up {seconds:.1f}s after starting (wait budget 600s)")
 
 

@@ -183,8 +183,9 @@ global.s3.existingSecret (none when IRSA / workload identity provides them).
 {{- end -}}
 
 {{/*
-podFailurePolicy of the jobs: a verdict is final (exit 2: bad arguments; 3: the gate rejected), a crash is
-retried up to backoffLimit, an eviction or preemption is not the job's failure.
+podFailurePolicy of the jobs: a verdict is final (exit 2: bad arguments; 3: the gate rejected; 4: the training
+the hook waits for failed), a crash is retried up to backoffLimit, an eviction or preemption is not the job's
+failure.
 Usage: include "housing-mlops.podFailurePolicy" (dict "promote" (list 2 3)): container name -> final exit codes
 */}}
 {{- define "housing-mlops.podFailurePolicy" -}}

@@ -254,7 +254,7 @@ def promote(
     revision,
     training_job,
 ) -> None:
-    """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 1 error)."""
+    """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 4 its training failed, 1 error)."""
     from . import lifecycle, registry
     from .errors import GateRejected
     from .promote import Gate

@@ -37,7 +37,9 @@ POLL_S = 5.0
 
 
 class TrainingFailed(HousingError):
-    """The training this promotion waits for has failed: waiting longer cannot help."""
+    """The training this promotion waits for has failed: waiting longer, or retrying, cannot help."""
+
+    exit_code = 4
 
 
 def check_identity(identity: str | None) -> str | None:

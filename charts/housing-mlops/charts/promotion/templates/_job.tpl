@@ -21,7 +21,7 @@ metadata:
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 spec:
   backoffLimit: {{ $v.backoffLimit }}
-  {{- include "housing-mlops.podFailurePolicy" (dict .name (list 2 3)) | nindent 2 }}
+  {{- include "housing-mlops.podFailurePolicy" (dict .name (list 2 3 4)) | nindent 2 }}
   activeDeadlineSeconds: {{ $v.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ $v.ttlSecondsAfterFinished }}
   template:
