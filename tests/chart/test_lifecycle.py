@@ -89,6 +89,7 @@ def test_a_change_to_the_pod_only_renames_the_job_and_keeps_the_identity(sets: t
         ("training.params.maxIter=300",),
         ("training.params.randomState=7",),
         ("training.data.path=data/other.csv",),
+        ("training.data.md5=0123456789abcdef0123456789abcdef",),
         ("training.data.remoteUrl=s3://elsewhere/dvc",),
         ("training.code.gitRev=v2",),
         ("global.image.tag=0.2.0",),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import shutil
+import threading
 from pathlib import Path
 
 import boto3
@@ -30,16 +33,85 @@ def test_real_dataset_round_trips_through_dvc(stack, dvc_repo: Path, pushed: str
     assert len(pd.read_csv(pulled.path)) == 20640
 
 
-def test_wrong_file_is_refused_and_nothing_pushed(
-    cli, stack, dvc_repo: Path, pushed: str, tmp_path: Path
+def _second_version(path: Path) -> None:
+    """Another version of the dataset: the real one minus its last 640 rows (or a synthetic one offline)."""
+    frame = pd.read_csv(REAL_CSV) if REAL_CSV.is_file() else synthetic_dataset(rows=3000, seed=11)
+    frame.iloc[: len(frame) - 640].to_csv(path, index=False)
+
+
+def test_a_new_csv_is_a_new_dataset_version(cli, stack, dvc_repo: Path, pushed: str, tmp_path: Path) -> None:
+    """`data push CSV` versions any schema-valid CSV like dvc add + push: the .dvc is rewritten with its md5,
+    training on it records that md5 (not "synthetic"), and the old version stays pullable (audit item 1)."""
+    repo = copy_dvc_metadata(tmp_path / "repo")
+    before = (repo / "data" / "housing.csv.dvc").read_text()
+    second = tmp_path / "housing-v2.csv"
+    _second_version(second)
+    md5 = md5_of(second)
+    code, out, err = cli("data", "push", str(second), "--repo", str(repo))
+    assert code == 0, err
+    assert out.strip() == f"target=data/housing.csv md5={md5}"
+    written = (repo / "data" / "housing.csv.dvc").read_text()
+    assert md5 in written and written != before and "kind: real" in written
+    assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in _objects(stack)
+    pulled = data.pull(repo, "data/housing.csv", None, tmp_path / "pull")
+    assert pulled.md5 == md5 and not pulled.synthetic
+
+    code, out, err = cli(
+        "train", "--repo", str(repo), "--max-iter", "20", "--model-name", "housing-v2", "--trigger", "v2"
+    )
+    assert code == 0, err
+    version = MlflowClient().get_model_version("housing-v2", out.split("version=")[1].split()[0])
+    assert version.tags["dataset.md5"] == md5 and version.tags["dataset.kind"] == "real"
+
+    # the untouched repo still records the first version; --data-md5 (the chart's training.data.md5) pins v2
+    pinned = data.pull(dvc_repo, pushed, None, tmp_path / "pinned", md5=md5)
+    assert pinned.md5 == md5 and not pinned.synthetic
+    first = data.pull(repo, "data/housing.csv", None, tmp_path / "first", md5=md5_of_dvc(dvc_repo, pushed))
+    assert first.md5 == md5_of_dvc(dvc_repo, pushed)
+
+
+def md5_of_dvc(repo: Path, target: str) -> str:
+    return data._dvc_out(repo / f"{target}.dvc")[0]
+
+
+@pytest.mark.parametrize(
+    ("md5", "message"),
+    [
+        ("latest", "dataset md5 must be 32 lowercase hex characters, got 'latest'"),
+        ("0" * 32, "dvc pull failed"),
+    ],
+    ids=["not-an-md5", "never-pushed"],
+)
+def test_a_bad_dataset_md5_is_named(cli, stack, dvc_repo: Path, pushed: str, md5: str, message: str) -> None:
+    versions = len(MlflowClient().search_model_versions("name='housing-model'"))
+    code, _, err = cli("train", "--repo", str(dvc_repo), "--data", pushed, "--data-md5", md5)
+    assert code in (1, 2) and message in err, err
+    assert len(MlflowClient().search_model_versions("name='housing-model'")) == versions
+
+
+def test_a_corrupt_public_download_is_refused_and_nothing_pushed(
+    cli, stack, tmp_path: Path, monkeypatch
 ) -> None:
+    """The public source must be the real dataset: a truncated or altered download is not a new version."""
+    served = tmp_path / "www"
+    served.mkdir()
+    synthetic_dataset(rows=100).to_csv(served / "housing.csv", index=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    repo = copy_dvc_metadata(tmp_path / "repo")
+    before_dvc = (repo / "data" / "housing.csv.dvc").read_text()
     before = _objects(stack)
-    tampered = tmp_path / "housing.csv"
-    synthetic_dataset(rows=100).to_csv(tampered, index=False)
-    code, _, err = cli("data", "push", str(tampered), "--repo", str(dvc_repo))
+    try:
+        monkeypatch.delenv("HOUSING_CSV", raising=False)
+        monkeypatch.setenv("HOUSING_DATA_URL", f"http://127.0.0.1:{server.server_port}/housing.csv")
+        code, _, err = cli("data", "push", "--repo", str(repo))
+    finally:
+        server.shutdown()
     assert code == 1
-    assert f"does not match data/housing.csv.dvc ({REAL_MD5}); refusing to push it" in err
+    assert f"is not the real dataset's ({REAL_MD5}); refusing to push it" in err
     assert _objects(stack) == before
+    assert (repo / "data" / "housing.csv.dvc").read_text() == before_dvc
 
 
 @pytest.mark.parametrize(

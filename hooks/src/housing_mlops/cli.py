@@ -133,6 +133,11 @@ def cli(validate_only: bool, verbose: bool) -> None:
 @click.option("--data", "target", envvar="HOUSING_DATA", default="data/housing.csv", help="DVC-tracked file.")
 @click.option("--dvc-remote-url", envvar="HOUSING_DVC_REMOTE_URL", help="Override the DVC remote URL.")
 @click.option(
+    "--data-md5",
+    envvar="HOUSING_DATA_MD5",
+    help="Pull this version of --data (an md5 `data push` printed) instead of the one its .dvc file records.",
+)
+@click.option(
     "--no-pull",
     type=click.Path(path_type=Path, dir_okay=False),
     envvar="HOUSING_NO_PULL",
@@ -159,6 +164,7 @@ def train(
     git_rev,
     target,
     dvc_remote_url,
+    data_md5,
     no_pull,
     trigger,
     test_size,
@@ -171,6 +177,7 @@ def train(
 ) -> None:
     """dvc pull the dataset, fit, log the run and register a model version (or reuse --identity's)."""
     from . import lifecycle
+    from .data import check_md5
     from .train import TrainParams
     from .train import train as run
 
@@ -189,6 +196,7 @@ def train(
         wait_timeout=wait_timeout,
         local_csv=no_pull,
         identity=lifecycle.check_identity(identity),
+        data_md5=check_md5(data_md5),
     )
     click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
 
@@ -448,11 +456,20 @@ def data() -> None:
 @click.option(
     "--no-synthetic", is_flag=True, envvar="HOUSING_NO_SYNTHETIC", help="Fail instead of generating."
 )
-def data_push(path, repo, dvc_remote_url, no_synthetic) -> None:
-    """Seed the DVC remote: PATH, else $HOUSING_CSV, else the public source, else synthetic data."""
+@click.option(
+    "--target",
+    envvar="HOUSING_DATA",
+    default="data/housing.csv",
+    help="DVC-tracked path the CSV becomes (its .dvc file is written when the md5 is new).",
+)
+def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
+    """Version a dataset (dvc add + push): PATH, else $HOUSING_CSV, else the public source, else synthetic data.
+
+    Any schema-valid CSV is a new version: commit the .dvc file it writes, or pin the md5 it prints
+    (`train --data-md5`, the chart's `training.data.md5`)."""
     from .data import push
 
-    target, md5 = push(repo, path, dvc_remote_url, allow_synthetic=not no_synthetic)
+    target, md5 = push(repo, path, dvc_remote_url, allow_synthetic=not no_synthetic, target=target)
     click.echo(f"target={target} md5={md5}")
 
 

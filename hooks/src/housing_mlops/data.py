@@ -119,27 +119,64 @@ def _remote_url(repo: Path, override: str | None) -> str:
     raise ConfigError(f"{repo}/.dvc/config has no remote url")
 
 
-def pull(repo: Path, target: str, remote_url: str | None, dest_dir: Path) -> PulledData:
-    """`dvc pull` ``target`` (e.g. data/housing.csv) into ``dest_dir`` and verify its md5."""
+MD5_LEN = 32
+
+
+def _dvc_out(dvc_file: Path) -> tuple[str, str]:
+    """(md5, kind) recorded in a .dvc file; kind is "synthetic" for generated data (meta.kind), else "real"."""
+    meta = yaml.safe_load(dvc_file.read_text()) or {}
+    try:
+        md5 = meta["outs"][0]["md5"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise DataError(f"{dvc_file}: not a DVC file with an md5 (outs[0].md5)") from exc
+    kind = (meta.get("meta") or {}).get("kind", "real")
+    return md5, kind
+
+
+def check_md5(md5: str | None) -> str | None:
+    if md5 is not None and (len(md5) != MD5_LEN or any(c not in "0123456789abcdef" for c in md5)):
+        raise ConfigError(f"dataset md5 must be 32 lowercase hex characters, got {md5!r}")
+    return md5
+
+
+def pull(
+    repo: Path, target: str, remote_url: str | None, dest_dir: Path, md5: str | None = None
+) -> PulledData:
+    """`dvc pull` ``target`` (e.g. data/housing.csv) into ``dest_dir`` and verify its md5.
+
+    The version is the one ``<target>.dvc`` in ``repo`` records, or ``md5`` (a version pushed since, e.g. the
+    chart's `training.data.md5`): DVC's cache is content-addressed, so a .dvc naming that md5 pulls it.
+    """
     dvc_file = repo / f"{target}.dvc"
-    if not dvc_file.is_file():
-        raise DataError(
-            f"{dvc_file} not found: is {target} tracked with DVC? (run `housing-mlops data push`)"
-        )
-    expected = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
     work = dest_dir / "dvc"
     work.mkdir(parents=True, exist_ok=True)
     (work / target).parent.mkdir(parents=True, exist_ok=True)
+    if md5 is not None:
+        check_md5(md5)
+        expected, kind = md5, "real"
+        if dvc_file.is_file() and _dvc_out(dvc_file) == (md5, "synthetic"):
+            kind = "synthetic"
+        out = {"outs": [{"md5": md5, "hash": "md5", "path": Path(target).name}], "meta": {"kind": kind}}
+        pinned = yaml.safe_dump(out, sort_keys=False)
+    elif not dvc_file.is_file():
+        raise DataError(
+            f"{dvc_file} not found: is {target} tracked with DVC? (run `housing-mlops data push`)"
+        )
+    else:
+        expected, kind = _dvc_out(dvc_file)
+        if kind == "real" and target == SYNTHETIC_TARGET:
+            kind = "synthetic"  # written before .dvc files carried meta.kind
+        pinned = dvc_file.read_text()
     with _Workspace(repo, remote_url, work) as ws:
         url = ws.remote_url
-        shutil.copyfile(dvc_file, work / f"{target}.dvc")
+        (work / f"{target}.dvc").write_text(pinned)
         log.info("dvc pull %s (md5 %s) from %s", target, expected, url)
         ws.run("pull", ws.repo.pull, targets=[str(work / f"{target}.dvc")])
     path = work / target
     actual = md5_of(path)
     if actual != expected:
         raise DataError(f"{target}: md5 mismatch after dvc pull: expected {expected}, got {actual}")
-    return PulledData(path=path, md5=actual, remote_url=url, synthetic=actual != REAL_MD5)
+    return PulledData(path=path, md5=actual, remote_url=url, synthetic=kind == "synthetic")
 
 
 def _download(url: str, dest: Path) -> bool:
@@ -154,11 +191,18 @@ def _download(url: str, dest: Path) -> bool:
 
 
 def push(
-    repo: Path, source: Path | None, remote_url: str | None, allow_synthetic: bool = True
+    repo: Path,
+    source: Path | None,
+    remote_url: str | None,
+    allow_synthetic: bool = True,
+    target: str = REAL_TARGET,
 ) -> tuple[str, str]:
-    """Seed the DVC remote. Returns (target, md5) of what was pushed; target is what `train --data` takes.
+    """Version a dataset like `dvc add` + `dvc push`. Returns (target, md5); target is what `train --data` takes.
 
-    Source order: ``source``, $HOUSING_CSV, the public URL; else a synthetic dataset under its own .dvc file.
+    Source order: ``source``, $HOUSING_CSV, the public URL (which must be the real dataset); else a synthetic
+    dataset under its own .dvc file. Any schema-valid CSV is a new version: its md5 is pushed and, when it differs
+    from ``<target>.dvc`` in ``repo``, that file is rewritten (commit it, or pin the md5 in the chart's
+    `training.data.md5`). Nothing is pushed or written for a file that fails the schema.
     """
     with (
         tempfile.TemporaryDirectory(prefix="housing-dvc-") as tmp,
@@ -166,8 +210,8 @@ def push(
     ):
         work = Path(tmp)
         url = ws.remote_url
-        (work / "data").mkdir()
-        candidate = work / REAL_TARGET
+        candidate = work / target
+        candidate.parent.mkdir(parents=True, exist_ok=True)
         origin = None
         explicit = source or (Path(os.environ["HOUSING_CSV"]) if os.environ.get("HOUSING_CSV") else None)
         if explicit is not None:
@@ -178,24 +222,47 @@ def push(
             origin = str(explicit)
         elif _download(os.environ.get("HOUSING_DATA_URL", DEFAULT_DATA_URL), candidate):
             origin = "public source"
-        if origin is not None:
             actual = md5_of(candidate)
-            if actual != REAL_MD5:
+            if actual != REAL_MD5:  # a truncated or altered download, not a new version
                 raise DataError(
-                    f"{origin}: md5 {actual} does not match data/housing.csv.dvc ({REAL_MD5}); refusing to push it"
+                    f"{origin}: md5 {actual} is not the real dataset's ({REAL_MD5}); refusing to push it"
                 )
-            shutil.copyfile(repo / f"{REAL_TARGET}.dvc", work / f"{REAL_TARGET}.dvc")
-            ws.run("commit", ws.repo.commit, str(work / f"{REAL_TARGET}.dvc"), force=True)
-            ws.run("push", ws.repo.push, targets=[str(work / f"{REAL_TARGET}.dvc")])
-            log.info("pushed the real dataset (md5 %s, from %s) to %s", REAL_MD5, origin, url)
-            return REAL_TARGET, REAL_MD5
+            read_dataset(candidate)
+        if origin is not None:
+            md5 = _version(ws, repo, work, target, "real")
+            log.info("pushed %s (md5 %s, from %s) to %s", target, md5, origin, url)
+            return target, md5
         if not allow_synthetic:
             raise DataError("no dataset: pass a path, set HOUSING_CSV, or allow the synthetic dataset")
         log.warning("SYNTHETIC DATA: no real dataset available; pushing a generated one with the same schema")
+        (work / SYNTHETIC_TARGET).parent.mkdir(parents=True, exist_ok=True)
         synthetic_dataset().to_csv(work / SYNTHETIC_TARGET, index=False)
-        ws.run("add", ws.repo.add, [str(work / SYNTHETIC_TARGET)])
-        ws.run("push", ws.repo.push, targets=[str(work / f"{SYNTHETIC_TARGET}.dvc")])
-        shutil.copyfile(work / f"{SYNTHETIC_TARGET}.dvc", repo / f"{SYNTHETIC_TARGET}.dvc")
-        md5 = md5_of(work / SYNTHETIC_TARGET)
+        md5 = _version(ws, repo, work, SYNTHETIC_TARGET, "synthetic")
         log.info("pushed the synthetic dataset (md5 %s) to %s as %s", md5, url, SYNTHETIC_TARGET)
         return SYNTHETIC_TARGET, md5
+
+
+def _version(ws: _Workspace, repo: Path, work: Path, target: str, kind: str) -> str:
+    """dvc add + push ``target`` in the scratch workspace; (re)write ``repo``'s .dvc when the md5 is new."""
+    ws.run("add", ws.repo.add, [str(work / target)])
+    dvc = work / f"{target}.dvc"
+    content = yaml.safe_load(dvc.read_text())
+    content["meta"] = {"kind": kind}  # DVC keeps a .dvc file's `meta` as is
+    dvc.write_text(yaml.safe_dump(content, sort_keys=False))
+    ws.run("push", ws.repo.push, targets=[str(dvc)])
+    md5 = content["outs"][0]["md5"]
+    mine = repo / f"{target}.dvc"
+    if mine.is_file() and _dvc_out(mine)[0] == md5:
+        return md5
+    try:
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dvc, mine)
+    except OSError as exc:
+        raise DataError(
+            f"{target} md5 {md5} is pushed, but {mine} cannot be written ({exc}); "
+            f"write it yourself:\n{dvc.read_text()}"
+        ) from exc
+    log.info(
+        "wrote %s (md5 %s): commit it to make it the default version, or pin training.data.md5", mine, md5
+    )
+    return md5

@@ -135,6 +135,7 @@ def train(
     wait_timeout: float,
     local_csv: Path | None = None,
     identity: str | None = None,
+    data_md5: str | None = None,
 ) -> TrainResult:
     """Train and register a version. With ``identity`` (lifecycle.py) a READY version that carries it is reused
     instead, and a failure is recorded as a FAILED run tagged with it (so the promotion hook stops waiting)."""
@@ -160,7 +161,7 @@ def train(
         return _train(
             model_name=model_name, experiment=experiment, repo=repo, target=target, remote_url=remote_url,
             git_url=git_url, git_rev=git_rev, trigger=trigger, params=params, local_csv=local_csv,
-            identity=identity, started=started,
+            identity=identity, started=started, data_md5=data_md5,
         )  # fmt: skip
     except Exception as exc:
         if identity:
@@ -203,6 +204,7 @@ def _train(
     local_csv: Path | None,
     identity: str | None,
     started: list[str],
+    data_md5: str | None = None,
 ) -> TrainResult:
     import mlflow
 
@@ -217,7 +219,7 @@ def _train(
 
             pulled = data_mod.PulledData(local_csv, md5_of(local_csv), f"file://{local_csv}", True)
         else:
-            pulled = data_mod.pull(repo, target, remote_url, scratch)
+            pulled = data_mod.pull(repo, target, remote_url, scratch, md5=data_md5)
         frame = read_dataset(pulled.path)
         if pulled.synthetic:
             log.warning("SYNTHETIC DATA: training on %s (md5 %s), not the real dataset", target, pulled.md5)

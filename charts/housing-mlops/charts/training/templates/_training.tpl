@@ -51,6 +51,10 @@ spec:
         - name: HOUSING_DVC_REMOTE_URL
           value: {{ . | quote }}
         {{- end }}
+        {{- with .Values.data.md5 }}
+        - name: HOUSING_DATA_MD5
+          value: {{ . | quote }}
+        {{- end }}
         {{- with .Values.code.gitUrl }}
         - name: HOUSING_GIT_URL
           value: {{ . | quote }}
