@@ -178,7 +178,10 @@ def test_prod_gate_is_strict():
 
 def test_storage_container_fetches_the_alias():
     (fetch,) = [parsed(i) for i in by_command("values/staging.yaml", "fetch-model")]
-    assert fetch["uri"] == "mlflow://housing-model@production"
+    assert (
+        fetch["uri"]
+        == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/housing-model@production"
+    )
     assert fetch["dest"] == "/mnt/models"
     assert fetch["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -27,6 +29,21 @@ def test_fetch_alias_version_and_s3(cli, champion: str, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(
         p.name for p in (tmp_path / "a").iterdir()
     )
+
+
+def test_fetch_a_uri_that_names_its_tracking_server(cli, champion: str, tmp_path: Path, stack) -> None:
+    """What the chart renders: mlflow://<server>/<model>@<alias>. Only the storage initializer configured for
+    that server answers it, so a release never fetches another's model (audit item 6)."""
+    server = urlparse(os.environ["MLFLOW_TRACKING_URI"]).netloc
+    code, _, err = cli("fetch-model", f"mlflow://{server}/housing-model@production", str(tmp_path / "a"))
+    assert code == 0 and (tmp_path / "a" / "MLmodel").is_file(), err
+    code, _, _ = cli("fetch-model", f"mlflow://{server}/housing-model/{champion}", str(tmp_path / "v"))
+    assert code == 0 and (tmp_path / "v" / "MLmodel").is_file()
+    other = "other-release-mlflow.other-ns:5000"
+    code, _, err = cli("fetch-model", f"mlflow://{other}/housing-model@production", str(tmp_path / "x"))
+    assert code == 1
+    assert f"names MLflow server {other}, but this storage initializer tracks http://{server}" in err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
 def test_fetch_bad_uri_and_missing_alias(cli, champion: str, tmp_path: Path) -> None:

@@ -9,13 +9,24 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from . import registry
 from .errors import ConfigError, HousingError, NotFound
 
 log = logging.getLogger(__name__)
 
-MLFLOW_URI = re.compile(r"^mlflow://(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+_MODEL = r"(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$"
+# mlflow://<server>/<model>@<alias> (what the chart renders: the URI names its tracking server, so a release's
+# storage container never answers for another's) or mlflow://<model>@<alias> (the configured tracking server)
+MLFLOW_URI = re.compile(rf"^mlflow://(?:(?P<server>[^/@]+)/)?{_MODEL}")
+
+
+def _authority(url: str) -> str:
+    """host[:port] of an http(s) URL, with the scheme's default port made explicit."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"{parsed.hostname}:{port}"
 
 
 def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | None]:
@@ -25,8 +36,16 @@ def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | 
     match = MLFLOW_URI.match(uri)
     if not match:
         raise ConfigError(
-            f"unsupported model URI {uri!r}: use mlflow://<model>@<alias>, mlflow://<model>/<version> or s3://…"
+            f"unsupported model URI {uri!r}: use mlflow://[<server>/]<model>@<alias>, "
+            "mlflow://[<server>/]<model>/<version> or s3://…"
         )
+    if match["server"]:
+        named = match["server"] if ":" in match["server"] else f"{match['server']}:80"
+        if not tracking_uri.startswith(("http://", "https://")) or _authority(tracking_uri) != named:
+            raise ConfigError(
+                f"{uri} names MLflow server {match['server']}, but this storage initializer tracks "
+                f"{tracking_uri or '(no MLFLOW_TRACKING_URI)'}: it would fetch another release's model"
+            )
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     name, alias, version = match["name"], match["alias"], match["version"]
     deadline = time.monotonic() + wait_timeout

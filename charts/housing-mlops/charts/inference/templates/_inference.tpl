@@ -3,10 +3,23 @@
 {{- include "housing-mlops.fullname" (dict "context" . "component" "mlserver") -}}
 {{- end -}}
 
+{{/*
+The tracking server's host:port as the alias-mode URI names it (the port made explicit): each release's storage
+container matches only the URIs of its own MLflow, so two releases never fetch each other's models.
+*/}}
+{{- define "housing-mlops.inference.mlflowAuthority" -}}
+{{- $url := urlParse (include "housing-mlops.mlflow.url" .) -}}
+{{- $host := $url.host -}}
+{{- if not (regexMatch ":[0-9]+$" $host) -}}
+{{- $host = printf "%s:%s" $host (ternary "443" "80" (eq $url.scheme "https")) -}}
+{{- end -}}
+{{- $host -}}
+{{- end -}}
+
 {{/* storageUri of the predictor: the alias through our storage container, or the pinned s3:// URI. */}}
 {{- define "housing-mlops.inference.storageUri" -}}
 {{- if eq .Values.model.uriMode "alias" -}}
-{{- printf "mlflow://%s@%s" .Values.global.model.name .Values.global.model.alias -}}
+{{- printf "mlflow://%s/%s@%s" (include "housing-mlops.inference.mlflowAuthority" .) .Values.global.model.name .Values.global.model.alias -}}
 {{- else -}}
 {{- .Values.model.storageUri -}}
 {{- end -}}
