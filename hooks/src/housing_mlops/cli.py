@@ -135,7 +135,8 @@ def cli(validate_only: bool, verbose: bool) -> None:
 @click.option(
     "--data-md5",
     envvar="HOUSING_DATA_MD5",
-    help="Pull this version of --data (an md5 `data push` printed) instead of the one its .dvc file records.",
+    help="Pull this version of --data (an md5 `data push` printed, or `latest`: the one pushed last) instead "
+    "of the one its .dvc file records.",
 )
 @click.option(
     "--no-pull",
@@ -196,7 +197,7 @@ def train(
         wait_timeout=wait_timeout,
         local_csv=no_pull,
         identity=lifecycle.check_identity(identity),
-        data_md5=check_md5(data_md5),
+        data_md5=data_md5 if data_md5 == "latest" else check_md5(data_md5),
     )
     click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
 
@@ -352,6 +353,29 @@ def rollback(
     old, new = restore(name=model_name, alias=alias, version=target, wait_timeout=wait_timeout)
     _rollout(model_name, new, isvc_name, isvc_namespace)
     click.echo(f"rolled back to revision {revision}: {model_name}@{alias} version {old} -> {new}")
+
+
+@cli.command()
+@tracking_option
+@model_option
+@alias_option
+@wait_option(60)
+@isvc_options
+def reconcile(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace) -> None:
+    """Roll the InferenceService out if it does not serve the alias's version (an alias moved outside Helm:
+    the MLflow UI, the CLI), so every replica serves the alias."""
+    from . import kube, registry
+
+    if not isvc_name:
+        raise click.UsageError("--isvc-name (HOUSING_ISVC_NAME) is required")
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    wanted = str(registry.get_version(model_name, alias=alias).version)
+    served = kube.served_version(isvc_name, isvc_namespace)
+    if served == wanted:
+        click.echo(f"in sync: {isvc_name} serves {model_name}@{alias} version {wanted}")
+        return
+    _rollout(model_name, wanted, isvc_name, isvc_namespace)
+    click.echo(f"rolled out: {isvc_name} now serves {model_name}@{alias} version {wanted} (was {served})")
 
 
 def _rollout(name: str, version: str, isvc_name: str | None, isvc_namespace: str | None) -> None:
