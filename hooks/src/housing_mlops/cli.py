@@ -425,8 +425,16 @@ def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
 @click.option("--max-price", envvar="HOUSING_MAX_PRICE", type=float, default=1_000_000.0)
 @click.option("--timeout", envvar="HOUSING_TIMEOUT", type=click.FloatRange(min=0.1), default=30.0)
 @wait_option(60)
-def infer(url, model_name, min_price, max_price, timeout, wait_timeout) -> None:
-    """Send the canonical V2 request; fail unless the answer is a sane price."""
+@click.option(
+    "--expect-alias",
+    envvar="HOUSING_EXPECT_ALIAS",
+    help="Also fail unless the answer's model_version is this alias's version (asks MLflow).",
+)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="For --expect-alias.")
+def infer(url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri) -> None:
+    """Send the canonical V2 request; fail unless the answer is a sane price (from the alias's version)."""
+    from . import registry
+    from .errors import HousingError
     from .infer import infer as run
     from .infer import pretty, wait_ready
 
@@ -434,6 +442,15 @@ def infer(url, model_name, min_price, max_price, timeout, wait_timeout) -> None:
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
     click.echo(f"price: {price:,.0f}")
+    if expect_alias:
+        registry.wait_for_mlflow(tracking_uri, wait_timeout)
+        wanted = str(registry.get_version(model_name, alias=expect_alias).version)
+        served = body.get("model_version")
+        if served != wanted:
+            raise HousingError(
+                f"the answer came from model version {served!r}, but {model_name}@{expect_alias} is version {wanted}"
+            )
+        click.echo(f"model_version: {served} (= {model_name}@{expect_alias})")
 
 
 @cli.command()
