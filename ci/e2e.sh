@@ -422,7 +422,8 @@ mutatingwebhookconfigurations,clusterstoragecontainers.serving.kserve.io,cluster
     -o jsonpath='{range .items[*]}{.metadata.name} {.spec.claimRef.namespace}{"\n"}{end}') || return 1
   printf '%s\n' "$found" |
     grep -vxF -f <(printf '%s\n' serviceaccount/default configmap/kube-root-ca.crt "$mine") || true
-  printf '%s\n' "$cluster" | grep -v '^$' || true
+  # cluster-scoped objects are named <namespace>-<release>-... (releases of one name in several namespaces)
+  printf '%s\n' "$cluster" | grep -F "/$NS-$RELEASE-" || true
   awk -v ns="$NS" '$2 == ns { print "persistentvolume/" $1 }' <<<"$pvs"
 }
 
@@ -931,7 +932,7 @@ expect_equal "MLflow came back with its history, nothing retrained" "$VERSIONS" 
 resolve_production staging-reinstalled
 expect_equal "the same champion serves" "$URI" "$URI_STAGING"
 run "$HELM3" test "$RELEASE" -n "$NS" --timeout "$T_TEST"
-uninstall_keeping_volume "$HELM3"
+SERVED_STAGING=$SERVED # staging keeps running beside prod (phase side-by-side)
 
 phase prod "values/prod.yaml under Pod Security restricted, MLflow auth, 2 replicas; NetworkPolicies both ways"
 target "$PROD_NS"
@@ -975,6 +976,26 @@ for probe in "${PROBES[@]}"; do
   probe_expect "$name" "$ns" "$want" "${what//_/ }"
 done
 run kubectl delete namespace "$CLIENTS_NS" "$OUTSIDE_NS" --wait --timeout=180s
+
+# Two releases in one cluster, each with its own MLflow: each predictor fetched its own model (the mlflow:// URI
+# names the release's tracking server and only that release's ClusterStorageContainer matches it).
+phase side-by-side "staging and prod side by side: each serves its own model; then both are uninstalled"
+CSCS=$(capture "clusterstoragecontainer.serving.kserve.io/$STAGING_NS-$RELEASE-mlflow
+clusterstoragecontainer.serving.kserve.io/$PROD_NS-$RELEASE-mlflow" kubectl get clusterstoragecontainers -o name)
+expect_equal "one storage container per release" "$(grep -c -- "-$RELEASE-mlflow$" <<<"$CSCS")" 2
+for ns in "$STAGING_NS" "$PROD_NS"; do
+  STORAGE_URI=$(capture "mlflow://$RELEASE-mlflow.$ns.svc.cluster.local:5000/$MODEL_NAME@production" \
+    kubectl get inferenceservice "$ISVC" -n "$ns" -o 'jsonpath={.spec.predictor.model.storageUri}')
+  expect_equal "the $ns predictor fetches from its own MLflow" "$STORAGE_URI" \
+    "mlflow://$RELEASE-mlflow.$ns.svc.cluster.local:5000/$MODEL_NAME@production"
+done
+target "$STAGING_NS"
+wait_serving staging-beside-prod
+expect_equal "staging still serves its own version" "$SERVED" "$SERVED_STAGING"
+infer staging-beside-prod
+uninstall_keeping_volume "$HELM3"
+target "$PROD_NS"
+MLFLOW_AUTH_ENV=(--env="MLFLOW_TRACKING_USERNAME=$E2E_MLFLOW_USER" --env="MLFLOW_TRACKING_PASSWORD=$E2E_MLFLOW_PASSWORD")
 uninstall_keeping_volume helm
 
 phase teardown "delete the $PROVIDER cluster"

@@ -51,6 +51,7 @@ PHASES = [
     "uninstall",
     "staging",
     "prod",
+    "side-by-side",
     "teardown",
 ]
 SEMVER = r"v?\d+\.\d+\.\d+"
@@ -237,8 +238,6 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml .*--wait",
         r"^kubectl run e2e-versions-staging-reinstalled ",
         r"test housing -n housing-staging --timeout ",
-        r"uninstall housing -n housing-staging ",
-        r"^poll --timeout=\d+s only_volume_left$",
         r"^kubectl label namespace housing-prod pod-security\.kubernetes\.io/enforce=restricted ",
         r"^kubectl create secret generic housing-mlops-mlflow-auth -n housing-prod ",
         r"^kubectl create secret generic housing-mlops-db -n housing-prod ",
@@ -248,6 +247,11 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^kubectl run e2e-resolve-prod .*--env=MLFLOW_TRACKING_USERNAME=",
         r"^kubectl label namespace housing-clients housing-mlops\.io/predictor-clients=true ",
         r"^kubectl run e2e-np-outside-predictor -n housing-outside ",
+        r"^kubectl get clusterstoragecontainers -o name$",
+        r"^kubectl get inferenceservice housing-model -n housing-prod -o 'jsonpath=\{\.spec\.predictor\.model\.storageUri\}'$",
+        r"^kubectl run e2e-infer-staging-beside-prod -n housing-staging ",
+        r"uninstall housing -n housing-staging ",
+        r"^poll --timeout=\d+s only_volume_left$",
         r"^helm uninstall housing -n housing-prod ",
         r"^poll --timeout=\d+s only_volume_left$",
         r"^kind delete cluster --name \S+$",
@@ -327,6 +331,10 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("an unlabelled pod does not reach the predictor: blocked", "== 1"),
         ("a predictor-clients namespace reaches it: open", "== 0"),
         ("another namespace does not: blocked", "== 1"),
+        ("one storage container per release", "== 2"),
+        ("the housing-staging predictor fetches from its own MLflow", "=="),
+        ("the housing-prod predictor fetches from its own MLflow", "=="),
+        ("staging still serves its own version", "=="),
     ]
     assert len(checks) == len(expected), checks
     for check, (what, how) in zip(checks, expected, strict=True):
@@ -704,6 +712,12 @@ case "$line" in
     if [[ -n ${STUB_RETRAINED:-} ]] && grep -F upgrade-unchanged "$STUB_LOG" >/dev/null; then echo "2 cccc x"; fi
     if grep -F "create job e2e-retrain" "$STUB_LOG" >/dev/null; then echo "3 - ${STUB_RETRAIN_MD5:-$V2}"; fi ;;
   "kubectl logs -n housing pod/e2e-seed-v2"*) echo "target=data/housing.csv md5=$V2" ;;
+  "kubectl get clusterstoragecontainers -o name")
+    for ns in ${STUB_CSC_NAMESPACES:-housing-staging housing-prod}; do
+      echo "clusterstoragecontainer.serving.kserve.io/$ns-housing-mlflow"
+    done ;;
+  *"{.spec.predictor.model.storageUri}"*)
+    echo "mlflow://housing-mlflow.$5.svc.cluster.local:5000/housing-model@production" ;;
   *"job-name=housing-train-"*"{.items[*].status.phase}"*) echo Running ;;
   "kubectl get configmap housing-training "*"{.data.job}"*)  # the accepted upgrade applies a new identity
     if grep -F upgrade-accepted "$STUB_LOG" >/dev/null; then echo housing-train-bbbb-2; else echo housing-train-aaaa-1; fi ;;
@@ -749,8 +763,8 @@ URIS_OK = (
 )
 # the model version the predictor is annotated with, at each wait_serving: install, fault-predictor, unchanged,
 # accepted, rejected, rollback, rollback-first, schedule-enabled, retrained, reconciled, staging,
-# staging-reinstalled, prod
-SERVED_OK = "1 1 1 2 2 2 1 1 3 1 1 1 1"
+# staging-reinstalled, prod, staging-beside-prod
+SERVED_OK = "1 1 1 2 2 2 1 1 3 1 1 1 1 1"
 
 
 def _stub_run(
@@ -913,6 +927,7 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         ({"open_probe": "e2e-np-client-db"}, "only MLflow reaches PostgreSQL: blocked"),
         ({"open_probe": "e2e-np-outside-predictor"}, "another namespace does not: blocked"),
         ({"left_ns": "housing-staging"}, "helm uninstall left objects behind"),
+        ({"csc_namespaces": "housing-prod"}, "one storage container per release"),
     ],
     ids=[
         "duplicate-version",
@@ -925,6 +940,7 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         "db-open",
         "predictor-open",
         "left-behind",
+        "one-storage-container",
     ],
 )
 def test_each_fault_and_environment_check_can_fail_the_run(
