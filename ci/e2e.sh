@@ -85,6 +85,10 @@ restricted_overrides() { # restricted_overrides POD
   printf '{"apiVersion": "v1", "spec": {%s, "containers": [{"name": "%s", %s}]}}' "$pod" "$1" "$container"
 }
 MLFLOW_CLIENT_LABEL=housing-mlops.io/mlflow-client=true # the chart's MLflow NetworkPolicy admits pods with it
+# The second dataset version: the first minus its last 640 rows.
+DATA_V2_PY='import sys, pandas as pd
+frame = pd.read_csv(sys.argv[1])
+frame.iloc[: len(frame) - 640].to_csv(sys.argv[2], index=False)'
 # A TCP connect from inside a pod: exit 0 connected, 1 refused or timed out (a NetworkPolicy), 2 the name did not
 # resolve (which says nothing about policies, so it fails the check).
 PROBE_PY='import socket, sys
@@ -98,10 +102,11 @@ try:
 except OSError as exc:
     print(f"{host}:{port} blocked: {exc}"); sys.exit(1)
 print(f"{host}:{port} open")'
-# Every registered version and its training identity (lifecycle.py): one line each, "VERSION IDENTITY".
+# Every registered version, its training identity (lifecycle.py; "-" for scheduled runs) and dataset md5: one
+# line each, "VERSION IDENTITY MD5".
 VERSIONS_PY='from mlflow import MlflowClient
 for v in sorted(MlflowClient().search_model_versions("name=%r" % "'"$MODEL_NAME"'"), key=lambda v: int(v.version)):
-    print(v.version, v.tags.get("identity", "-"))'
+    print(v.version, v.tags.get("identity", "-"), v.tags.get("dataset.md5", "-"))'
 
 # --- how long each wait may take ----------------------------------------------------------------------------
 T_NODES=180s
@@ -369,7 +374,7 @@ registry_versions() {
   VERSIONS=$(grep -E '^[0-9]+ ' <<<"$POD_LOGS" || true)
   [[ -n $VERSIONS ]] || die "no registered version of $MODEL_NAME"
   local twice
-  twice=$(awk '{print $2}' <<<"$VERSIONS" | sort | uniq -d)
+  twice=$(awk '$2 != "-" {print $2}' <<<"$VERSIONS" | sort | uniq -d)
   [[ -z $twice ]] || die "a training identity registered more than one version ($twice): $VERSIONS"
   say "versions: $(paste -sd, - <<<"$VERSIONS")"
 }
@@ -417,7 +422,8 @@ mutatingwebhookconfigurations,clusterstoragecontainers.serving.kserve.io,cluster
     -o jsonpath='{range .items[*]}{.metadata.name} {.spec.claimRef.namespace}{"\n"}{end}') || return 1
   printf '%s\n' "$found" |
     grep -vxF -f <(printf '%s\n' serviceaccount/default configmap/kube-root-ca.crt "$mine") || true
-  printf '%s\n' "$cluster" | grep -v '^$' || true
+  # cluster-scoped objects are named <namespace>-<release>-... (releases of one name in several namespaces)
+  printf '%s\n' "$cluster" | grep -F "/$NS-$RELEASE-" || true
   awk -v ns="$NS" '$2 == ns { print "persistentvolume/" $1 }' <<<"$pvs"
 }
 
@@ -643,12 +649,27 @@ if [[ -n ${HOUSING_CSV:-} ]]; then
     run timeout 10m kubectl exec -n "$NS" e2e-seed -- housing-mlops data push /tmp/housing.csv --repo /app \
       --dvc-remote-url "$remote" --no-synthetic
   done
+  # A second version of the dataset (the real one minus its last 640 rows), pushed last to the main remote: the
+  # scheduled retrain (dataVersion: latest) trains on it; the release's training Job keeps the image's .dvc.
+  run timeout 5m kubectl exec -n "$NS" e2e-seed -- python3 -c "$DATA_V2_PY" /tmp/housing.csv /tmp/housing-v2.csv
+  run timeout 2m kubectl exec -n "$NS" e2e-seed -- cp -r /app /tmp/app # its .dvc gets the new md5
+  DATA_V2=$(capture "target=data/housing.csv md5=<v2>" timeout 10m kubectl exec -n "$NS" e2e-seed -- \
+    housing-mlops data push /tmp/housing-v2.csv --repo /tmp/app --dvc-remote-url "$DVC_REMOTE")
   run kubectl delete pod e2e-seed -n "$NS" --wait --timeout=120s
 else
   for i in "${!DVC_REMOTES[@]}"; do
     jobs_pod "e2e-seed-$i" "${S3_ENV[@]}" data push --repo /app --dvc-remote-url "${DVC_REMOTES[i]}" --no-synthetic
   done
+  # no local CSV: the second version is a generated dataset (still a schema-valid new version)
+  jobs_pod e2e-seed-v2 "${S3_ENV[@]}" --command sh -c "python3 -c 'from housing_mlops.schema import \
+synthetic_dataset; synthetic_dataset(rows=20000, seed=3).to_csv(\"/tmp/v2.csv\", index=False)' && cp -r /app /tmp/app \
+&& housing-mlops data push /tmp/v2.csv --repo /tmp/app --dvc-remote-url $DVC_REMOTE"
+  DATA_V2=$POD_LOGS
 fi
+DATA_V2_MD5=$(sed -n 's/^target=[^ ]* md5=\([0-9a-f]\{32\}\)$/\1/p' <<<"$DATA_V2" | tail -n 1)
+((DRY_RUN)) && DATA_V2_MD5="<v2 md5>"
+[[ -n $DATA_V2_MD5 ]] || die "data push of the second dataset version printed no md5: $DATA_V2"
+say "second dataset version: md5 $DATA_V2_MD5"
 
 phase install "helm install $RELEASE with $VALUES (trains, then the post-install hook promotes)"
 run helm install "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" --wait --timeout "$T_INSTALL"
@@ -805,6 +826,36 @@ infer rollback-first
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
 run helm history "$RELEASE" -n "$NS"
 
+# Continuous training: the retrain CronJob (enabled by an upgrade that trains nothing itself), run now rather
+# than on its schedule, trains on the dataset version pushed last, gates it, moves the alias, rolls the predictor.
+phase retrain-scheduled "the retrain CronJob on the newest pushed dataset version: gated, promoted, served"
+run helm upgrade "$RELEASE" "$CHART" -n "$NS" "${VALUES_ARGS[@]}" -f ci/kind/schedule.yaml --wait --timeout "$T_INSTALL"
+wait_serving schedule-enabled
+registry_versions schedule-enabled
+expect_equal "enabling the schedule trained nothing" "$VERSIONS" "$VERSIONS_REJECTED"
+run kubectl create job e2e-retrain -n "$NS" --from="cronjob/$RELEASE-retrain"
+run kubectl wait --for=condition=Complete job/e2e-retrain -n "$NS" --timeout="$T_ISVC"
+run kubectl logs -n "$NS" job/e2e-retrain --all-containers --tail=20
+wait_serving retrained
+expect_differ "the predictor serves the scheduled retrain" "$SERVED" "$SERVED_INSTALLED"
+registry_versions retrained
+NEWEST=$(capture "<newest> - $DATA_V2_MD5" tail -n 1 <<<"$VERSIONS")
+expect_equal "the retrain is the version served" "${NEWEST%% *}" "$SERVED"
+expect_equal "it trained on the newest pushed dataset version" "${NEWEST##* }" "$DATA_V2_MD5"
+infer retrained
+
+# An alias moved outside Helm (here with the MLflow client, as from the UI): the reconcile CronJob rolls the
+# predictor to it, so every replica serves the alias.
+phase reconcile "the alias moved outside Helm: the reconcile CronJob rolls the predictor to it"
+jobs_pod e2e-move-alias --command python3 -c "from mlflow import MlflowClient
+MlflowClient().set_registered_model_alias('$MODEL_NAME', 'production', '$SERVED_INSTALLED')"
+run kubectl create job e2e-reconcile -n "$NS" --from="cronjob/$RELEASE-reconcile"
+run kubectl wait --for=condition=Complete job/e2e-reconcile -n "$NS" --timeout="$T_ISVC"
+run kubectl logs -n "$NS" job/e2e-reconcile --tail=5
+wait_serving reconciled
+expect_equal "the predictor serves the alias moved outside Helm" "$SERVED" "$SERVED_INSTALLED"
+infer reconciled
+
 phase uninstall "helm uninstall: nothing of the release is left"
 run helm uninstall "$RELEASE" -n "$NS" --wait --timeout "$T_UNINSTALL"
 # The rejected candidate's hook Job is kept on purpose (hook-delete-policy keeps failed hooks, Helm never deletes
@@ -881,7 +932,7 @@ expect_equal "MLflow came back with its history, nothing retrained" "$VERSIONS" 
 resolve_production staging-reinstalled
 expect_equal "the same champion serves" "$URI" "$URI_STAGING"
 run "$HELM3" test "$RELEASE" -n "$NS" --timeout "$T_TEST"
-uninstall_keeping_volume "$HELM3"
+SERVED_STAGING=$SERVED # staging keeps running beside prod (phase side-by-side)
 
 phase prod "values/prod.yaml under Pod Security restricted, MLflow auth, 2 replicas; NetworkPolicies both ways"
 target "$PROD_NS"
@@ -925,6 +976,26 @@ for probe in "${PROBES[@]}"; do
   probe_expect "$name" "$ns" "$want" "${what//_/ }"
 done
 run kubectl delete namespace "$CLIENTS_NS" "$OUTSIDE_NS" --wait --timeout=180s
+
+# Two releases in one cluster, each with its own MLflow: each predictor fetched its own model (the mlflow:// URI
+# names the release's tracking server and only that release's ClusterStorageContainer matches it).
+phase side-by-side "staging and prod side by side: each serves its own model; then both are uninstalled"
+CSCS=$(capture "clusterstoragecontainer.serving.kserve.io/$STAGING_NS-$RELEASE-mlflow
+clusterstoragecontainer.serving.kserve.io/$PROD_NS-$RELEASE-mlflow" kubectl get clusterstoragecontainers -o name)
+expect_equal "one storage container per release" "$(grep -c -- "-$RELEASE-mlflow$" <<<"$CSCS")" 2
+for ns in "$STAGING_NS" "$PROD_NS"; do
+  STORAGE_URI=$(capture "mlflow://$RELEASE-mlflow.$ns.svc.cluster.local:5000/$MODEL_NAME@production" \
+    kubectl get inferenceservice "$ISVC" -n "$ns" -o 'jsonpath={.spec.predictor.model.storageUri}')
+  expect_equal "the $ns predictor fetches from its own MLflow" "$STORAGE_URI" \
+    "mlflow://$RELEASE-mlflow.$ns.svc.cluster.local:5000/$MODEL_NAME@production"
+done
+target "$STAGING_NS"
+wait_serving staging-beside-prod
+expect_equal "staging still serves its own version" "$SERVED" "$SERVED_STAGING"
+infer staging-beside-prod
+uninstall_keeping_volume "$HELM3"
+target "$PROD_NS"
+MLFLOW_AUTH_ENV=(--env="MLFLOW_TRACKING_USERNAME=$E2E_MLFLOW_USER" --env="MLFLOW_TRACKING_PASSWORD=$E2E_MLFLOW_PASSWORD")
 uninstall_keeping_volume helm
 
 phase teardown "delete the $PROVIDER cluster"

@@ -85,12 +85,14 @@ def render(
 
 
 def pods_of(obj: dict) -> list[dict]:
-    """Pod specs inside a rendered object (Deployment, StatefulSet, Job, Pod)."""
+    """Pod specs inside a rendered object (Deployment, StatefulSet, Job, CronJob, Pod)."""
     kind = obj["kind"]
     if kind == "Pod":
         return [obj["spec"]]
     if kind in ("Deployment", "StatefulSet", "Job"):
         return [obj["spec"]["template"]["spec"]]
+    if kind == "CronJob":
+        return [obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
     return []
 
 

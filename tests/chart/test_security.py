@@ -14,7 +14,9 @@ import pytest
 from .conftest import VALUES_FILES, render, values_id
 
 # pods that call the Kubernetes API (they patch the InferenceService)
-TOKEN_USERS = ("-promote-", "-rollback-")
+# pods that talk to the API server: the hooks and CronJobs that read the training Job or patch the
+# InferenceService
+TOKEN_USERS = ("-promote-", "-rollback-", "/housing-retrain", "/housing-reconcile")
 CREDENTIAL_URI = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 
@@ -28,6 +30,8 @@ def workloads(objects) -> list[tuple[str, dict, list[dict]]]:
             spec = obj["spec"]
         elif kind in ("Deployment", "StatefulSet", "Job"):
             spec = obj["spec"]["template"]["spec"]
+        elif kind == "CronJob":
+            spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif kind == "InferenceService":
             spec = obj["spec"]["predictor"]
             out.append((name, spec, [spec["model"]]))

@@ -46,9 +46,12 @@ PHASES = [
     "upgrade-rejected",
     "rollback",
     "rollback-first",
+    "retrain-scheduled",
+    "reconcile",
     "uninstall",
     "staging",
     "prod",
+    "side-by-side",
     "teardown",
 ]
 SEMVER = r"v?\d+\.\d+\.\d+"
@@ -187,6 +190,7 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"housing-mlops/serving:\S+$",
         r"^kubectl run e2e-seed-0 .* -- data push --repo /app --dvc-remote-url s3://housing-mlops/dvc ",
         r"^kubectl run e2e-seed-2 .* -- data push --repo /app --dvc-remote-url s3://housing-mlops-prod/dvc ",
+        r"^kubectl run e2e-seed-v2 .*data push /tmp/v2\.csv --repo /tmp/app --dvc-remote-url s3://housing-mlops/dvc",
         r"^helm install housing charts/housing-mlops -n housing -f values/kind\.yaml ",
         r"^kubectl wait --for=condition=Ready inferenceservice/housing-model ",
         r"^kubectl run e2e-resolve-install .* -- resolve --alias production$",
@@ -216,6 +220,11 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^kubectl run e2e-resolve-rollback-first ",
         r"^kubectl run e2e-infer-rollback-first .* -- infer --url ",
         r"^helm test housing -n housing --logs ",
+        r"^helm upgrade housing charts/housing-mlops .*-f ci/kind/schedule\.yaml ",
+        r"^kubectl create job e2e-retrain -n housing --from=cronjob/housing-retrain$",
+        r"^kubectl wait --for=condition=Complete job/e2e-retrain ",
+        r"^kubectl run e2e-move-alias ",
+        r"^kubectl create job e2e-reconcile -n housing --from=cronjob/housing-reconcile$",
         r"^helm uninstall housing -n housing ",
         r"^poll --timeout=\d+s nothing_left$",
         r"^kubectl create namespace housing-staging$",
@@ -229,8 +238,6 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"install housing charts/housing-mlops -n housing-staging -f values/staging\.yaml .*--wait",
         r"^kubectl run e2e-versions-staging-reinstalled ",
         r"test housing -n housing-staging --timeout ",
-        r"uninstall housing -n housing-staging ",
-        r"^poll --timeout=\d+s only_volume_left$",
         r"^kubectl label namespace housing-prod pod-security\.kubernetes\.io/enforce=restricted ",
         r"^kubectl create secret generic housing-mlops-mlflow-auth -n housing-prod ",
         r"^kubectl create secret generic housing-mlops-db -n housing-prod ",
@@ -240,6 +247,11 @@ def test_dry_run_commands_in_order(dry_run: list[str]) -> None:
         r"^kubectl run e2e-resolve-prod .*--env=MLFLOW_TRACKING_USERNAME=",
         r"^kubectl label namespace housing-clients housing-mlops\.io/predictor-clients=true ",
         r"^kubectl run e2e-np-outside-predictor -n housing-outside ",
+        r"^kubectl get clusterstoragecontainers -o name$",
+        r"^kubectl get inferenceservice housing-model -n housing-prod -o 'jsonpath=\{\.spec\.predictor\.model\.storageUri\}'$",
+        r"^kubectl run e2e-infer-staging-beside-prod -n housing-staging ",
+        r"uninstall housing -n housing-staging ",
+        r"^poll --timeout=\d+s only_volume_left$",
         r"^helm uninstall housing -n housing-prod ",
         r"^poll --timeout=\d+s only_volume_left$",
         r"^kind delete cluster --name \S+$",
@@ -299,6 +311,11 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("the rollback put the first model back", "=="),
         ("the predictor serves the first model again", "=="),
         ("nothing was trained", "=="),
+        ("enabling the schedule trained nothing", "=="),
+        ("the predictor serves the scheduled retrain", "!="),
+        ("the retrain is the version served", "=="),
+        ("it trained on the newest pushed dataset version", "=="),
+        ("the predictor serves the alias moved outside Helm", "=="),
         ("the kept hook Job housing-promote-4 failed and has a TTL", "ttl/failed"),
         ("the release is gone", "fails"),
         ("an install whose training fails fails", "fails"),
@@ -314,6 +331,10 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("an unlabelled pod does not reach the predictor: blocked", "== 1"),
         ("a predictor-clients namespace reaches it: open", "== 0"),
         ("another namespace does not: blocked", "== 1"),
+        ("one storage container per release", "== 2"),
+        ("the housing-staging predictor fetches from its own MLflow", "=="),
+        ("the housing-prod predictor fetches from its own MLflow", "=="),
+        ("staging still serves its own version", "=="),
     ]
     assert len(checks) == len(expected), checks
     for check, (what, how) in zip(checks, expected, strict=True):
@@ -669,6 +690,7 @@ STUB = r"""#!/usr/bin/env bash
 # stand-in for docker/kind/kubectl/helm/make/go/git: log the call, answer what the e2e reads, fail on demand
 name=$(basename "$0")
 line="$name $*"
+V2=0123456789abcdef0123456789abcdef  # the second dataset version's md5
 echo "$line" >>"$STUB_LOG"
 printf '%s\0' "$name" "$@" $'\x1e' >>"$STUB_LOG.argv"  # exact argv, for the flag check
 if [[ -n ${STUB_FAIL:-} && $line =~ $STUB_FAIL ]]; then echo "stub: $line fails" >&2; exit 1; fi
@@ -686,8 +708,16 @@ case "$line" in
     tag=${line##*pod/e2e-resolve-}
     for pair in ${STUB_URIS:-}; do [[ ${pair%%=*} == "$tag" ]] && echo "${pair#*=}"; done ;;
   "kubectl logs -n "*" pod/e2e-versions-"*)
-    printf '%b\n' "${STUB_VERSIONS:-1 aaaa}"
-    if [[ -n ${STUB_RETRAINED:-} ]] && grep -F upgrade-unchanged "$STUB_LOG" >/dev/null; then echo "2 cccc"; fi ;;
+    printf '%b\n' "${STUB_VERSIONS:-1 aaaa d1c47305887e2252bf1ccbd74ff159a6}"
+    if [[ -n ${STUB_RETRAINED:-} ]] && grep -F upgrade-unchanged "$STUB_LOG" >/dev/null; then echo "2 cccc x"; fi
+    if grep -F "create job e2e-retrain" "$STUB_LOG" >/dev/null; then echo "3 - ${STUB_RETRAIN_MD5:-$V2}"; fi ;;
+  "kubectl logs -n housing pod/e2e-seed-v2"*) echo "target=data/housing.csv md5=$V2" ;;
+  "kubectl get clusterstoragecontainers -o name")
+    for ns in ${STUB_CSC_NAMESPACES:-housing-staging housing-prod}; do
+      echo "clusterstoragecontainer.serving.kserve.io/$ns-housing-mlflow"
+    done ;;
+  *"{.spec.predictor.model.storageUri}"*)
+    echo "mlflow://housing-mlflow.$5.svc.cluster.local:5000/housing-model@production" ;;
   *"job-name=housing-train-"*"{.items[*].status.phase}"*) echo Running ;;
   "kubectl get configmap housing-training "*"{.data.job}"*)  # the accepted upgrade applies a new identity
     if grep -F upgrade-accepted "$STUB_LOG" >/dev/null; then echo housing-train-bbbb-2; else echo housing-train-aaaa-1; fi ;;
@@ -732,8 +762,9 @@ URIS_OK = (
     f"rollback-first=s3://mlflow/1/m-a/artifacts {ENVS}"
 )
 # the model version the predictor is annotated with, at each wait_serving: install, fault-predictor, unchanged,
-# accepted, rejected, rollback, rollback-first, staging, staging-reinstalled, prod
-SERVED_OK = "1 1 1 2 2 2 1 1 1 1"
+# accepted, rejected, rollback, rollback-first, schedule-enabled, retrained, reconciled, staging,
+# staging-reinstalled, prod, staging-beside-prod
+SERVED_OK = "1 1 1 2 2 2 1 1 3 1 1 1 1 1"
 
 
 def _stub_run(
@@ -877,7 +908,14 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
 @pytest.mark.parametrize(
     ("stub_env", "message"),
     [
-        ({"versions": "1 aaaa\\n2 bbbb\\n3 bbbb"}, "a training identity registered more than one version"),
+        (
+            {"versions": "1 aaaa x\\n2 bbbb x\\n3 bbbb x"},
+            "a training identity registered more than one version",
+        ),
+        (
+            {"retrain_md5": "d1c47305887e2252bf1ccbd74ff159a6"},
+            "it trained on the newest pushed dataset version",
+        ),
         ({"retrained": "1"}, "no version was registered"),
         ({"install_passes": "1"}, "an install whose training fails fails"),
         (
@@ -889,9 +927,11 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         ({"open_probe": "e2e-np-client-db"}, "only MLflow reaches PostgreSQL: blocked"),
         ({"open_probe": "e2e-np-outside-predictor"}, "another namespace does not: blocked"),
         ({"left_ns": "housing-staging"}, "helm uninstall left objects behind"),
+        ({"csc_namespaces": "housing-prod"}, "one storage container per release"),
     ],
     ids=[
         "duplicate-version",
+        "retrained-on-old-data",
         "retrained-unchanged",
         "failing-install-passed",
         "hook-did-not-fail-fast",
@@ -900,6 +940,7 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         "db-open",
         "predictor-open",
         "left-behind",
+        "one-storage-container",
     ],
 )
 def test_each_fault_and_environment_check_can_fail_the_run(

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import REAL_CSV, copy_dvc_metadata
 from housing_mlops import data
-from housing_mlops.errors import DataError
+from housing_mlops.errors import ConfigError, DataError
 from housing_mlops.schema import REAL_MD5, md5_of, synthetic_dataset
 from mlflow import MlflowClient
 
@@ -68,6 +68,17 @@ def test_a_new_csv_is_a_new_dataset_version(cli, stack, dvc_repo: Path, pushed: 
     assert pinned.md5 == md5 and not pinned.synthetic
     first = data.pull(repo, "data/housing.csv", None, tmp_path / "first", md5=md5_of_dvc(dvc_repo, pushed))
     assert first.md5 == md5_of_dvc(dvc_repo, pushed)
+    # `latest` (the scheduled retrain's training.schedule.dataVersion): the version pushed last, v2
+    newest = data.pull(dvc_repo, "data/housing.csv", None, tmp_path / "latest", md5="latest")
+    assert newest.md5 == md5
+
+
+def test_latest_needs_an_s3_remote_and_a_push(tmp_path: Path, stack) -> None:
+    with pytest.raises(ConfigError, match="--data-md5 latest needs an s3:// DVC remote"):
+        data._latest_key("/srv/dvc", "data/housing.csv")
+    repo = copy_dvc_metadata(tmp_path / "repo")
+    with pytest.raises(DataError, match=r"no pushed version of data/never\.csv in s3://"):
+        data.latest_md5(repo, "data/never.csv", None)
 
 
 def md5_of_dvc(repo: Path, target: str) -> str:

@@ -31,9 +31,19 @@ class FakeApi(BaseHTTPRequestHandler):
             return
         self.wfile.write(b"{}")
 
+    served: ClassVar[str | None] = None  # the InferenceService's model-version annotation
+
     def do_GET(self) -> None:
-        """A Job: `failed-*` has the Failed condition, `running-*` none, `forbidden-*` is a 403."""
+        """A Job: `failed-*` has the Failed condition, `running-*` none, `forbidden-*` is a 403; an
+        InferenceService annotated with `served` (or 404 when `missing`)."""
         FakeApi.calls.append((self.path, "", dict(self.headers), {}))
+        if "/inferenceservices/" in self.path:
+            found = "missing" not in self.path
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            annotations = {} if FakeApi.served is None else {"housing-mlops.io/model-version": FakeApi.served}
+            self.wfile.write(json.dumps({"spec": {"predictor": {"annotations": annotations}}}).encode())
+            return
         name = self.path.rsplit("/", 1)[-1]
         conditions = [{"type": "Complete", "status": "False"}]
         if name.startswith("failed"):
@@ -64,6 +74,7 @@ def api(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.server_port))
     monkeypatch.setenv("HOUSING_KUBE_SCHEME", "http")
     FakeApi.calls = []
+    FakeApi.served = None
     yield FakeApi
     server.shutdown()
 
@@ -110,3 +121,28 @@ def test_rollout_refused_by_kserve_says_what_to_change(api) -> None:
     message = str(err.value)
     assert "cannot be changed from 'Standard' to 'RawDeployment'" in message
     assert "set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+" in message
+
+
+def test_reconcile_rolls_out_an_alias_moved_outside_helm(api, cli, champion: str) -> None:
+    """The alias moved in the MLflow UI / CLI: reconcile patches the predictor to the alias's version, once."""
+    api.served = "999"  # what the predictor was last rolled out with
+    code, out, err = cli("reconcile", "--isvc-name", "housing-model", "--isvc-namespace", "ml")
+    assert code == 0, err
+    assert (
+        out.strip()
+        == f"rolled out: housing-model now serves housing-model@production version {champion} (was 999)"
+    )
+    patches = [c for c in api.calls if c[1] == "application/merge-patch+json"]
+    assert patches[-1][3]["spec"]["predictor"]["annotations"]["housing-mlops.io/model-version"] == champion
+    api.served = champion
+    before = len(api.calls)
+    code, out, _ = cli("reconcile", "--isvc-name", "housing-model", "--isvc-namespace", "ml")
+    assert code == 0 and out.startswith("in sync:")
+    assert all(c[1] != "application/merge-patch+json" for c in api.calls[before:])  # nothing patched
+
+
+def test_reconcile_names_what_is_missing(api, cli, champion: str) -> None:
+    code, _, err = cli("reconcile")
+    assert code == 2 and "--isvc-name (HOUSING_ISVC_NAME) is required" in err
+    code, _, err = cli("reconcile", "--isvc-name", "missing-model", "--isvc-namespace", "ml")
+    assert code == 1 and "InferenceService ml/missing-model not found" in err

@@ -26,9 +26,12 @@ def test_fetch_alias_version_and_s3(cli, champion: str, tmp_path: Path) -> None:
     _, uri, _ = cli("resolve", "--alias", "production")
     code, _, _ = cli("fetch-model", uri.strip(), str(tmp_path / "s"))
     assert code == 0 and (tmp_path / "s" / "MLmodel").is_file()
+    # the same model; an mlflow:// fetch also records which registered version it is
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(
-        p.name for p in (tmp_path / "a").iterdir()
+        p.name for p in (tmp_path / "a").iterdir() if p.name != ".model-version"
     )
+    assert (tmp_path / "a" / ".model-version").read_text().strip() == champion
+    assert (tmp_path / "v" / ".model-version").read_text().strip() == champion
 
 
 def test_fetch_a_uri_that_names_its_tracking_server(cli, champion: str, tmp_path: Path, stack) -> None:
@@ -86,6 +89,33 @@ def test_infer_command(cli, served: str) -> None:
     assert out.strip().splitlines()[-1].startswith("price: ")
     code, _, err = cli("infer", "--url", served, "--max-price", "1000")
     assert code == 1 and "outside the sane range" in err
+
+
+def test_every_answer_names_the_version_that_served_it(
+    cli, served: str, champion: str, dvc_repo: Path, pushed: str
+) -> None:
+    """fetch-model records the registered version beside the model; the runtime names it in each answer, and
+    `infer --expect-alias` (the chart's helm test in alias mode) checks it is the alias's version."""
+    body = requests.post(f"{served}/v2/models/housing-model/infer", json=CANONICAL_REQUEST, timeout=30).json()
+    assert body["model_version"] == champion
+    client = MlflowClient()
+    client.set_registered_model_alias("housing-model", "served-check", champion)
+    code, out, err = cli("infer", "--url", served, "--expect-alias", "served-check")
+    assert code == 0, err
+    assert f"model_version: {champion} (= housing-model@served-check)" in out
+    code, out, _ = cli(
+        "train", "--repo", str(dvc_repo), "--data", pushed, "--max-iter", "3", "--trigger", "served-check"
+    )
+    assert code == 0
+    other = out.split("version=")[1].split()[0]
+    client.set_registered_model_alias("housing-model", "served-check", other)
+    code, _, err = cli("infer", "--url", served, "--expect-alias", "served-check")
+    assert code == 1
+    assert (
+        f"the answer came from model version '{champion}', but housing-model@served-check is version {other}"
+        in err
+    )
+    client.delete_registered_model_alias("housing-model", "served-check")
 
 
 BAD_REQUESTS = {

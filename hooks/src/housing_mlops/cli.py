@@ -135,7 +135,8 @@ def cli(validate_only: bool, verbose: bool) -> None:
 @click.option(
     "--data-md5",
     envvar="HOUSING_DATA_MD5",
-    help="Pull this version of --data (an md5 `data push` printed) instead of the one its .dvc file records.",
+    help="Pull this version of --data (an md5 `data push` printed, or `latest`: the one pushed last) instead "
+    "of the one its .dvc file records.",
 )
 @click.option(
     "--no-pull",
@@ -196,7 +197,7 @@ def train(
         wait_timeout=wait_timeout,
         local_csv=no_pull,
         identity=lifecycle.check_identity(identity),
-        data_md5=check_md5(data_md5),
+        data_md5=data_md5 if data_md5 == "latest" else check_md5(data_md5),
     )
     click.echo(f"run_id={result.run_id} version={result.version} rmse={result.metrics['rmse']:.0f}")
 
@@ -354,6 +355,29 @@ def rollback(
     click.echo(f"rolled back to revision {revision}: {model_name}@{alias} version {old} -> {new}")
 
 
+@cli.command()
+@tracking_option
+@model_option
+@alias_option
+@wait_option(60)
+@isvc_options
+def reconcile(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace) -> None:
+    """Roll the InferenceService out if it does not serve the alias's version (an alias moved outside Helm:
+    the MLflow UI, the CLI), so every replica serves the alias."""
+    from . import kube, registry
+
+    if not isvc_name:
+        raise click.UsageError("--isvc-name (HOUSING_ISVC_NAME) is required")
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
+    wanted = str(registry.get_version(model_name, alias=alias).version)
+    served = kube.served_version(isvc_name, isvc_namespace)
+    if served == wanted:
+        click.echo(f"in sync: {isvc_name} serves {model_name}@{alias} version {wanted}")
+        return
+    _rollout(model_name, wanted, isvc_name, isvc_namespace)
+    click.echo(f"rolled out: {isvc_name} now serves {model_name}@{alias} version {wanted} (was {served})")
+
+
 def _rollout(name: str, version: str, isvc_name: str | None, isvc_namespace: str | None) -> None:
     if not isvc_name:
         return
@@ -401,8 +425,16 @@ def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
 @click.option("--max-price", envvar="HOUSING_MAX_PRICE", type=float, default=1_000_000.0)
 @click.option("--timeout", envvar="HOUSING_TIMEOUT", type=click.FloatRange(min=0.1), default=30.0)
 @wait_option(60)
-def infer(url, model_name, min_price, max_price, timeout, wait_timeout) -> None:
-    """Send the canonical V2 request; fail unless the answer is a sane price."""
+@click.option(
+    "--expect-alias",
+    envvar="HOUSING_EXPECT_ALIAS",
+    help="Also fail unless the answer's model_version is this alias's version (asks MLflow).",
+)
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="For --expect-alias.")
+def infer(url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri) -> None:
+    """Send the canonical V2 request; fail unless the answer is a sane price (from the alias's version)."""
+    from . import registry
+    from .errors import HousingError
     from .infer import infer as run
     from .infer import pretty, wait_ready
 
@@ -410,6 +442,15 @@ def infer(url, model_name, min_price, max_price, timeout, wait_timeout) -> None:
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
     click.echo(f"price: {price:,.0f}")
+    if expect_alias:
+        registry.wait_for_mlflow(tracking_uri, wait_timeout)
+        wanted = str(registry.get_version(model_name, alias=expect_alias).version)
+        served = body.get("model_version")
+        if served != wanted:
+            raise HousingError(
+                f"the answer came from model version {served!r}, but {model_name}@{expect_alias} is version {wanted}"
+            )
+        click.echo(f"model_version: {served} (= {model_name}@{expect_alias})")
 
 
 @cli.command()

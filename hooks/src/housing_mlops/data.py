@@ -151,6 +151,9 @@ def pull(
     work = dest_dir / "dvc"
     work.mkdir(parents=True, exist_ok=True)
     (work / target).parent.mkdir(parents=True, exist_ok=True)
+    if md5 == LATEST:
+        md5 = latest_md5(repo, target, remote_url)
+        log.info("the newest pushed version of %s is md5 %s", target, md5)
     if md5 is not None:
         check_md5(md5)
         expected, kind = md5, "real"
@@ -242,6 +245,42 @@ def push(
         return SYNTHETIC_TARGET, md5
 
 
+LATEST = "latest"  # `--data-md5 latest`: the version `data push` pushed last to the remote
+
+
+def _latest_key(remote_url: str, target: str) -> tuple[str, str]:
+    """(bucket, key) of the marker naming the newest pushed version of ``target``: <remote>/latest/<target>."""
+    if not remote_url.startswith("s3://"):
+        raise ConfigError(f"--data-md5 latest needs an s3:// DVC remote, not {remote_url!r}")
+    bucket, _, prefix = remote_url[len("s3://") :].partition("/")
+    return bucket, "/".join(p for p in (prefix.strip("/"), "latest", target) if p)
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=_endpoint())
+
+
+def _mark_latest(remote_url: str, target: str, md5: str) -> None:
+    if not remote_url.startswith("s3://"):
+        log.info("remote %s is not S3: no `latest` marker for %s", remote_url, target)
+        return
+    bucket, key = _latest_key(remote_url, target)
+    _s3().put_object(Bucket=bucket, Key=key, Body=f"{md5}\n".encode())
+
+
+def latest_md5(repo: Path, target: str, remote_url: str | None) -> str:
+    """The md5 `data push` pushed last for ``target`` (to the repo's remote, or ``remote_url``)."""
+    url = _remote_url(repo, remote_url)
+    bucket, key = _latest_key(url, target)
+    try:
+        body = _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode().strip()
+    except Exception as exc:  # botocore raises ClientError, EndpointConnectionError, ...
+        raise DataError(f"no pushed version of {target} in {url} (s3://{bucket}/{key}: {exc})") from exc
+    return check_md5(body) or ""
+
+
 def _version(ws: _Workspace, repo: Path, work: Path, target: str, kind: str) -> str:
     """dvc add + push ``target`` in the scratch workspace; (re)write ``repo``'s .dvc when the md5 is new."""
     ws.run("add", ws.repo.add, [str(work / target)])
@@ -251,6 +290,7 @@ def _version(ws: _Workspace, repo: Path, work: Path, target: str, kind: str) -> 
     dvc.write_text(yaml.safe_dump(content, sort_keys=False))
     ws.run("push", ws.repo.push, targets=[str(dvc)])
     md5 = content["outs"][0]["md5"]
+    _mark_latest(ws.remote_url, target, md5)
     mine = repo / f"{target}.dvc"
     if mine.is_file() and _dvc_out(mine)[0] == md5:
         return md5

@@ -16,6 +16,8 @@ from .errors import ConfigError, HousingError, NotFound
 
 log = logging.getLogger(__name__)
 
+VERSION_FILE = ".model-version"  # the registered model version fetched into DEST (mlflow:// URIs)
+
 _MODEL = r"(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$"
 # mlflow://<server>/<model>@<alias> (what the chart renders: the URI names its tracking server, so a release's
 # storage container never answers for another's) or mlflow://<model>@<alias> (the configured tracking server)
@@ -81,5 +83,7 @@ def fetch(uri: str, dest: Path, tracking_uri: str, wait_timeout: float) -> tuple
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         for entry in root.iterdir():
             os.replace(entry, dest / entry.name)
+    if version:  # the serving runtime names it in every answer (model_version)
+        (dest / VERSION_FILE).write_text(f"{version}\n")
     log.info("fetched %s%s into %s", s3_uri, f" (version {version})" if version else "", dest)
     return s3_uri, version

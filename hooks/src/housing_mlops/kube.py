@@ -102,3 +102,20 @@ def job_failure(name: str, ns: str | None) -> str | None:
                 f"Job {ns}/{name} {reason}: {condition.get('message', '')} (kubectl logs -n {ns} job/{name})"
             )
     return None
+
+
+def served_version(name: str, ns: str | None) -> str | None:
+    """The model version InferenceService ``name`` is annotated to serve (None: never rolled out by us)."""
+    base, headers, verify = _api()
+    ns = namespace(ns)
+    url = f"{base}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
+    try:
+        response = requests.get(url, headers=headers, verify=verify, timeout=30)
+    except requests.RequestException as exc:
+        raise HousingError(f"reading InferenceService {ns}/{name} failed: {exc}") from exc
+    if response.status_code == 404:
+        raise NotFound(f"InferenceService {ns}/{name} not found")
+    if not response.ok:
+        raise HousingError(f"reading InferenceService {ns}/{name} failed: {response.status_code}")
+    annotations = response.json().get("spec", {}).get("predictor", {}).get("annotations") or {}
+    return annotations.get(VERSION_ANNOTATION)

@@ -19,6 +19,7 @@ Only mlserver, mlflow and numpy are imported: the serving image installs housing
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,9 @@ class HousingRuntime(MLflowRuntime):
 
     async def load(self) -> bool:
         await super().load()
+        # The registered version fetch-model wrote beside the model: every answer names it (model_version).
+        marker = Path(self.settings.parameters.uri or ".") / ".model-version"
+        self._served_version = marker.read_text().strip() if marker.is_file() else None
         self._columns: list[tuple[str, str, bool]] = []
         self._fast = None
         schema = self._input_schema
@@ -58,6 +62,12 @@ class HousingRuntime(MLflowRuntime):
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        response = await self._predict(payload)
+        if self._served_version:
+            response.model_version = self._served_version
+        return response
+
+    async def _predict(self, payload: InferenceRequest) -> InferenceResponse:
         if self._fast is None:
             try:
                 return await super().predict(payload)

@@ -1,6 +1,9 @@
 {{/*
 The training pod (train, then the bootstrap promotion while the alias does not exist). Its hash names the Job.
-Usage: include "housing-mlops.training.pod" (dict "context" $ "identity" ID "image" IMG "pullPolicy" P "bootstrap" B)
+"scheduled": the retrain CronJob's pod instead: always trains (a new version, its trigger the pod's name),
+then promotes it through the gate and rolls the predictor, as the promotion ServiceAccount.
+Usage: include "housing-mlops.training.pod" (dict "context" $ "identity" ID "image" IMG "pullPolicy" P "bootstrap" B
+  ["scheduled" true])
 */}}
 {{- define "housing-mlops.training.pod" -}}
 {{- $ctx := .context -}}
@@ -8,6 +11,7 @@ Usage: include "housing-mlops.training.pod" (dict "context" $ "identity" ID "ima
 {{- $bootstrap := .bootstrap -}}
 {{- $image := .image -}}
 {{- $pullPolicy := .pullPolicy -}}
+{{- $scheduled := .scheduled | default false -}}
 {{- with $ctx -}}
 {{- $p := .Values.params -}}
 metadata:
@@ -16,12 +20,18 @@ metadata:
     {{- include "housing-mlops.mlflowClientLabel" . | nindent 4 }}
 spec:
   restartPolicy: Never
+  {{- if $scheduled }}
+  # the promote container rolls the predictor out (the promotion hooks' ServiceAccount and Role)
+  serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "promotion") }}
+  automountServiceAccountToken: true
+  {{- else }}
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "training") }}
   automountServiceAccountToken: false
+  {{- end }}
   {{- with (include "housing-mlops.imagePullSecrets" .) }}{{ . | nindent 2 }}{{- end }}
   securityContext:
     {{- include "housing-mlops.podSecurityContext" .Values.podSecurityContext | nindent 4 }}
-  {{- if $bootstrap }}
+  {{- if or $bootstrap $scheduled }}
   initContainers:
   {{- else }}
   containers:
@@ -35,12 +45,19 @@ spec:
         {{- include "housing-mlops.mlflow.clientEnv" . | nindent 8 }}
         {{- include "housing-mlops.modelEnv" . | nindent 8 }}
         {{- include "housing-mlops.s3.env" . | nindent 8 }}
+        {{- if $scheduled }}
+        - name: HOUSING_TRIGGER # unique per run: the promote container finds this run's version by it
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- else }}
         # no revision in the pod template: an upgrade that changes nothing the model depends on renders it
         # unchanged (and Helm leaves the Job alone)
         - name: HOUSING_TRIGGER
           value: {{ printf "helm:%s/%s" .Release.Namespace .Release.Name | quote }}
         - name: HOUSING_IDENTITY
           value: {{ $identity | quote }}
+        {{- end }}
         - name: HOUSING_EXPERIMENT
           value: {{ .Values.experiment | quote }}
         - name: HOUSING_DVC_REPO
@@ -51,9 +68,12 @@ spec:
         - name: HOUSING_DVC_REMOTE_URL
           value: {{ . | quote }}
         {{- end }}
-        {{- with .Values.data.md5 }}
+        {{- if and $scheduled (eq .Values.schedule.dataVersion "latest") }}
         - name: HOUSING_DATA_MD5
-          value: {{ . | quote }}
+          value: latest
+        {{- else if .Values.data.md5 }}
+        - name: HOUSING_DATA_MD5
+          value: {{ .Values.data.md5 | quote }}
         {{- end }}
         {{- with .Values.code.gitUrl }}
         - name: HOUSING_GIT_URL
@@ -91,7 +111,38 @@ spec:
         {{- include "housing-mlops.containerSecurityContext" . | nindent 8 }}
       volumeMounts:
         {{- include "housing-mlops.tmpMount" . | nindent 8 }}
-  {{- if $bootstrap }}
+  {{- if $scheduled }}
+  containers:
+    - name: promote
+      image: {{ $image }}
+      imagePullPolicy: {{ $pullPolicy }}
+      command: ["housing-mlops"]
+      args: ["promote"]
+      env:
+        {{- include "housing-mlops.mlflow.clientEnv" . | nindent 8 }}
+        {{- include "housing-mlops.s3.env" . | nindent 8 }}
+        {{- include "housing-mlops.promotion.gateEnv" . | nindent 8 }}
+        - name: HOUSING_TRIGGER
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- with include "housing-mlops.isvcName" . }}
+        - name: HOUSING_ISVC_NAME
+          value: {{ . | quote }}
+        - name: HOUSING_ISVC_NAMESPACE
+          value: {{ $ctx.Release.Namespace | quote }}
+        {{- end }}
+        - name: HOUSING_WAIT_TIMEOUT
+          value: {{ include "housing-mlops.num" .Values.waitTimeout }}
+        - name: HOME
+          value: /tmp
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        {{- include "housing-mlops.containerSecurityContext" . | nindent 8 }}
+      volumeMounts:
+        {{- include "housing-mlops.tmpMount" . | nindent 8 }}
+  {{- else if $bootstrap }}
   containers:
     # While the alias does not exist (a first or retried install: decided at run time, not by the Helm verb),
     # promote the version just trained (same gate as the hook), so that an alias-mode InferenceService can
