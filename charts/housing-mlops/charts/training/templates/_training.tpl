@@ -21,8 +21,8 @@ metadata:
 spec:
   restartPolicy: Never
   {{- if $scheduled }}
-  # the promote container rolls the predictor out (the promotion hooks' ServiceAccount and Role)
-  serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "promotion") }}
+  # the promote container rolls the predictor out: its own ServiceAccount and Role (cronjob.yaml)
+  serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "retrain") }}
   automountServiceAccountToken: true
   {{- else }}
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "training") }}
