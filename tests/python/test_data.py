@@ -88,7 +88,7 @@ def md5_of_dvc(repo: Path, target: str) -> str:
 @pytest.mark.parametrize(
     ("md5", "message"),
     [
-        ("latest", "dataset md5 must be 32 lowercase hex characters, got 'latest'"),
+        ("newest", "dataset md5 must be 32 lowercase hex characters, got 'newest'"),
         ("0" * 32, "dvc pull failed"),
     ],
     ids=["not-an-md5", "never-pushed"],
