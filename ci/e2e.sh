@@ -89,18 +89,25 @@ MLFLOW_CLIENT_LABEL=housing-mlops.io/mlflow-client=true # the chart's MLflow Net
 DATA_V2_PY='import sys, pandas as pd
 frame = pd.read_csv(sys.argv[1])
 frame.iloc[: len(frame) - 640].to_csv(sys.argv[2], index=False)'
-# A TCP connect from inside a pod: exit 0 connected, 1 refused or timed out (a NetworkPolicy), 2 the name did not
-# resolve (which says nothing about policies, so it fails the check).
-PROBE_PY='import socket, sys
+# A TCP connect from inside a pod: exit 0 connected, 1 refused or timed out for 20 s (a NetworkPolicy), 2 the
+# name did not resolve (which says nothing about policies, so it fails the check). It keeps trying for 20 s:
+# kube-router allows a new pod only once its IP is in the policy's ipset, a second or two after the pod starts
+# (measured: an allowed MLflow client was refused when it connected at once, let in 5 s later).
+PROBE_PY='import socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
 try:
     addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
 except OSError as exc:
     print(f"{host}: does not resolve: {exc}"); sys.exit(2)
-try:
-    socket.create_connection(addr[:2], timeout=10).close()
-except OSError as exc:
-    print(f"{host}:{port} blocked: {exc}"); sys.exit(1)
+deadline = time.monotonic() + 20
+while True:
+    try:
+        socket.create_connection(addr[:2], timeout=5).close()
+        break
+    except OSError as exc:
+        if time.monotonic() >= deadline:
+            print(f"{host}:{port} blocked for 20 s: {exc}"); sys.exit(1)
+        time.sleep(1)
 print(f"{host}:{port} open")'
 # Every registered version, its training identity (lifecycle.py; "-" for scheduled runs) and dataset md5: one
 # line each, "VERSION IDENTITY MD5".

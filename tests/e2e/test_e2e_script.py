@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -1051,3 +1052,33 @@ def test_predictor_synced_compares_annotations(wanted: str, on_pods: str, synced
     env = {"PATH": "/usr/bin:/bin", "WANTED": wanted, "ON_PODS": on_pods}
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False)
     assert (result.returncode == 0) == synced, result.stderr
+
+
+def test_the_network_probe_tells_open_blocked_and_unresolved_apart() -> None:
+    """PROBE_PY (prod's NetworkPolicy checks): 0 once connected (it retries: kube-router admits a new pod a moment
+    after it starts), 1 when refused for its whole 20 s, 2 when the name does not resolve."""
+    match = re.search(r"^PROBE_PY='(.*?)'$", _script_text(), re.MULTILINE | re.DOTALL)
+    assert match
+    probe = match.group(1)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        opened = subprocess.run(
+            ["python3", "-c", probe, "127.0.0.1", str(port)], capture_output=True, text=True
+        )
+    assert opened.returncode == 0 and "open" in opened.stdout
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]  # bound, never listening: refused
+        closed = subprocess.run(
+            ["python3", "-c", probe, "127.0.0.1", str(closed_port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert closed.returncode == 1 and "blocked for 20 s" in closed.stdout
+    unresolved = subprocess.run(
+        ["python3", "-c", probe, "no-such-host.invalid", "80"], capture_output=True, text=True
+    )
+    assert unresolved.returncode == 2 and "does not resolve" in unresolved.stdout
