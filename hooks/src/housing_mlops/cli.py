@@ -306,13 +306,10 @@ def promote(
 
 
 def _alias_holder(name: str, alias: str) -> str | None:
-    from . import registry
-    from .errors import NotFound
+    from .promote import _holder
 
-    try:
-        return str(registry.get_version(name, alias=alias).version)
-    except NotFound:
-        return None
+    holder = _holder(name, alias)
+    return str(holder.version) if holder is not None else None
 
 
 @cli.command()
