@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,3 +210,33 @@ def test_promotions_take_turns_through_the_lease(race_model, cli) -> None:
     assert "@turns is being changed by crashed-job:7:0123abcd: waiting for its turn" in err
     assert holder("turns") == better
     assert "alias.turns.lease" not in client.get_registered_model(RACE).tags
+
+
+def test_tags_created_by_racing_jobs_are_all_written(race_model) -> None:
+    """Six writers creating one new tag at once: MLflow's SQL store lets the slower inserts fail with a unique-key
+    violation (the CI failure of the racing promotions); `registry.set_model_tag` rewrites, so none fails."""
+    from housing_mlops import registry
+
+    version = race_model(100.0)
+    errors: list[str] = []
+    for key in [f"race.{i}" for i in range(12)]:
+        start = threading.Barrier(6)
+
+        def write(value: str, key: str = key, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                registry.set_model_tag(RACE, key, value)
+                registry.set_model_tag(RACE, key, value, version=version)
+            except Exception as exc:  # collected, asserted below
+                errors.append(f"{key}: {exc}"[:300])
+
+        writers = [threading.Thread(target=write, args=(f"w{i}",)) for i in range(6)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(timeout=60)
+        model_tags = MlflowClient().get_registered_model(RACE).tags
+        version_tags = MlflowClient().get_model_version(RACE, version).tags
+        assert model_tags[key] in {f"w{i}" for i in range(6)}
+        assert version_tags[key] in {f"w{i}" for i in range(6)}
+    assert not errors, errors

@@ -115,7 +115,7 @@ def record_served(name: str, release: str, revision: int, version: str) -> None:
     """Remember that ``release`` at ``revision`` serves ``version`` (and forget revisions long gone)."""
     client = registry.client()
     key = _served_key(release, revision)
-    client.set_registered_model_tag(name, key, version)
+    registry.set_model_tag(name, key, version)
     prefix = key.rsplit(".", 1)[0] + "."
     tags = client.get_registered_model(name).tags
     for old in [k for k in tags if k.startswith(prefix) and k[len(prefix) :].isdigit()]:

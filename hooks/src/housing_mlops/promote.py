@@ -71,7 +71,7 @@ def _history(name: str, alias: str) -> list[str]:
 
 
 def _set_history(name: str, alias: str, versions: list[str]) -> None:
-    registry.client().set_registered_model_tag(name, _history_key(alias), ",".join(versions[-HISTORY_KEEP:]))
+    registry.set_model_tag(name, _history_key(alias), ",".join(versions[-HISTORY_KEEP:]))
 
 
 def _remember(name: str, alias: str, holder: str, drop: str | None = None) -> None:
@@ -117,9 +117,7 @@ def alias_lease(name: str, alias: str, timeout: float) -> Iterator[None]:
     while True:
         lease = _read_lease(name, alias)
         if lease is None or lease[1] < time.time():
-            client.set_registered_model_tag(
-                name, _lease_key(alias), f"{token} {time.time() + LEASE_TTL_S:.3f}"
-            )
+            registry.set_model_tag(name, _lease_key(alias), f"{token} {time.time() + LEASE_TTL_S:.3f}")
             time.sleep(LEASE_SETTLE_S)
             lease = _read_lease(name, alias)
             if lease is not None and lease[0] == token:
@@ -293,9 +291,8 @@ def _judge(name: str, alias: str, candidate, score: float, champion, gate: Gate)
         )
         champion_score = None
     passed, reason = gate.judge(score, champion_score)
-    registry.client().set_model_version_tag(
-        name, candidate.version, f"gate.{alias}", ("passed: " if passed else "rejected: ") + reason
-    )
+    verdict = ("passed: " if passed else "rejected: ") + reason
+    registry.set_model_tag(name, f"gate.{alias}", verdict, version=candidate.version)
     if not passed:
         raise GateRejected(f"version {candidate.version} rejected for @{alias}: {reason}")
     return reason
@@ -311,7 +308,7 @@ def _move(
     # History first, alias second: a crash in between leaves the old alias and a harmless extra entry.
     _set_history(name, alias, [*history, candidate.version])
     if champion is not None:
-        client.set_model_version_tag(name, candidate.version, "previous_champion", champion.version)
+        registry.set_model_tag(name, "previous_champion", champion.version, version=candidate.version)
     client.set_registered_model_alias(name, alias, candidate.version)
     holder = _settle(name, alias, candidate, score, gate)
     if holder != candidate.version:
@@ -338,7 +335,7 @@ def _rollback(name: str, alias: str) -> tuple[str, str]:
     registry.get_version(name, version=previous)  # still exists?
     client.set_registered_model_alias(name, alias, previous)
     _set_history(name, alias, history)
-    client.set_model_version_tag(name, current.version, f"rolled_back.{alias}", "true")
+    registry.set_model_tag(name, f"rolled_back.{alias}", "true", version=current.version)
     log.info("@%s rolled back from version %s to %s", alias, current.version, previous)
     return current.version, previous
 
@@ -359,6 +356,6 @@ def restore(*, name: str, alias: str, version: str, wait_timeout: float = 120.0)
         _set_history(name, alias, [*[v for v in history if v != version], version])
         client.set_registered_model_alias(name, alias, version)
         if current is not None:
-            client.set_model_version_tag(name, current.version, f"rolled_back.{alias}", "true")
+            registry.set_model_tag(name, f"rolled_back.{alias}", "true", version=current.version)
         log.info("@%s restored from version %s to %s", alias, current and current.version, version)
         return (current.version if current else None), version
