@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,14 +115,24 @@ def champion(stack: local.LocalConfig, dvc_repo: Path, pushed: str) -> str:
     return "1"
 
 
+@dataclass(frozen=True)
+class Serving:
+    """Where the served model answers: REST base URL, gRPC and metrics ports, and the model folder."""
+
+    url: str
+    grpc_port: int
+    metrics_port: int
+    model_dir: Path
+
+
 @pytest.fixture(scope="session")
-def served(
+def serving(
     stack: local.LocalConfig, champion: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """MLServer (started as KServe starts it) on the fetched @production model; yields its base URL."""
+) -> Iterator[Serving]:
+    """MLServer (started as KServe starts it) on the fetched @production model."""
     model_dir = tmp_path_factory.mktemp("serving") / "model"
     assert cli_main(["fetch-model", "mlflow://housing-model@production", str(model_dir)]) == 0
-    port = free_port()
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -132,9 +143,9 @@ def served(
             "--http-port",
             str(port),
             "--grpc-port",
-            str(free_port()),
+            str(grpc_port),
             "--metrics-port",
-            str(free_port()),
+            str(metrics_port),
         ],
         stdout=subprocess.DEVNULL,
         stderr=(stack.state_dir / "mlserver.log").open("w"),
@@ -143,7 +154,13 @@ def served(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, "housing-model", 240)
-        yield url
+        yield Serving(url, grpc_port, metrics_port, model_dir)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def served(serving: Serving) -> str:
+    """The served model's REST base URL."""
+    return serving.url

@@ -6,9 +6,11 @@ Each case pins today's status, so that a change is a decision (docs/security.md,
 - refused by MLServer's request parsing: 4xx (422 from its pydantic/JSON layer), e.g. NaN/Infinity tokens;
 - refused by the model's signature inside the runtime (housing_mlops.runtime): 400 with a V2 JSON error naming
   the input and the problem (missing input, wrong datatype, shape and data that disagree, unequal lengths);
-- accepted on purpose: null (JSON's "missing") and an unknown category are what the pipeline imputes as missing
-  values (the real data has missing total_bedrooms); an extra input is ignored, as MLflow's schema enforcement
-  ignores extra columns.
+- refused by the model: a category it was not trained on (400 naming the value and the allowed set: the
+  booster would price it like a missing value, silently);
+- accepted on purpose: null (JSON's "missing"), for a number or the category, is what the pipeline imputes as
+  missing values (the real data has missing total_bedrooms); an extra input is ignored, as MLflow's schema
+  enforcement ignores extra columns.
 """
 
 from __future__ import annotations
@@ -90,12 +92,18 @@ ERRORS: dict[str, tuple[bytes, str, str]] = {
         "takes strings",
     ),
     "huge body": (huge_body(), BAD_REQUEST, "data has 2000000"),
+    "unknown category": (
+        raw(request_changed("ocean_proximity", data=["ON THE MOON"])),
+        BAD_REQUEST,
+        "'ON THE MOON', not a category the model was trained on (allowed: <1H OCEAN, INLAND, ISLAND, NEAR BAY, "
+        "NEAR OCEAN; null for a missing value)",
+    ),
 }
 
 # accepted on purpose (see the module docstring)
 ACCEPTED: dict[str, bytes] = {
     "null number (missing value)": raw(request_changed("total_bedrooms", data=[None])),
-    "unknown category (missing value)": raw(request_changed("ocean_proximity", data=["ON THE MOON"])),
+    "null category (missing value)": raw(request_changed("ocean_proximity", data=[None])),
     "extra input (ignored)": raw(
         {"inputs": [*CANONICAL_REQUEST["inputs"], {**CANONICAL_REQUEST["inputs"][0], "name": "garage"}]}
     ),

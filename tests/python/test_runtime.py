@@ -81,7 +81,7 @@ def _request(rows: list[dict]) -> InferenceRequest:
 def _rows(frame, n: int) -> list[dict]:
     x = frame[0].head(n).copy()
     x.loc[x.index[0], "total_bedrooms"] = np.nan  # a missing value, as the real data has
-    x.loc[x.index[-1], "ocean_proximity"] = "ON THE MOON"  # an unseen category: missing too
+    x.loc[x.index[-1], "ocean_proximity"] = None  # a missing category
     return [
         {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
         for r in x.to_dict("records")
@@ -94,8 +94,10 @@ def test_fast_path_is_taken_and_answers_like_the_stock_runtime(ours, stock, fram
         mine = loop.run_until_complete(ours.predict(request)).model_dump()
         theirs = loop.run_until_complete(stock.predict(request)).model_dump()
         ours_out, stock_out = mine["outputs"][0], theirs["outputs"][0]
-        assert {k: v for k, v in ours_out.items() if k != "data"} == {
-            k: v for k, v in stock_out.items() if k != "data"
+        # ours names the output as the metadata announces it (the stock codec says "output-1")
+        assert ours_out["name"] == ours.outputs[0].name == "output-0"
+        assert {k: v for k, v in ours_out.items() if k not in ("data", "name")} == {
+            k: v for k, v in stock_out.items() if k not in ("data", "name")
         }
         np.testing.assert_allclose(ours_out["data"], stock_out["data"], rtol=1e-12)
         assert mine["model_name"] == theirs["model_name"]
@@ -127,6 +129,10 @@ BAD = {
     ),
     "number as category": (request_changed("ocean_proximity", data=[3]), "not a string"),
     "FP64 category": (request_changed("ocean_proximity", datatype="FP64", data=[1.0]), "takes strings"),
+    "unknown category": (
+        request_changed("ocean_proximity", data=["ON THE MOON"]),
+        "row 0 holds 'ON THE MOON', not a category the model was trained on (allowed: <1H OCEAN, INLAND, ISLAND",
+    ),
 }
 
 
@@ -160,7 +166,11 @@ def test_model_without_fast_path_is_served_the_stock_way_with_400s(frame, tmp_pa
     assert runtime._fast is None
     answer = loop.run_until_complete(runtime.predict(InferenceRequest.model_validate(CANONICAL_REQUEST)))
     assert answer.outputs[0].data.root[0] > 0
-    for body, mentions in (BAD["missing input"][0], "median_income"), (BAD["text in FP64"][0], "lots"):
+    for body, mentions in (
+        (BAD["missing input"][0], "median_income"),
+        (BAD["text in FP64"][0], "lots"),
+        (BAD["unknown category"][0], "'ON THE MOON', not a category"),
+    ):
         with pytest.raises(MLServerError) as caught:
             loop.run_until_complete(runtime.predict(InferenceRequest.model_validate(body)))
         assert caught.value.status_code == 400

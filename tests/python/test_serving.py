@@ -144,7 +144,7 @@ def test_bad_json_and_unknown_model(served: str) -> None:
         data=b"{not json",
         headers={"Content-Type": "application/json"},
     )
-    assert response.status_code == 422
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
     response = requests.post(f"{served}/v2/models/other-model/infer", json=CANONICAL_REQUEST, timeout=30)
     assert response.status_code == 404
     assert requests.get(f"{served}/v2/models/housing-model/ready", timeout=5).status_code == 200
@@ -183,3 +183,26 @@ def test_predict_batch_missing_column_writes_nothing(cli, champion: str, tmp_pat
     assert err.strip() == f"error: {csv}: missing column(s) median_income"
     assert not out.exists()
     assert pd.read_csv(csv).shape == (5, 8)  # input untouched
+
+
+def test_predict_batch_refuses_an_unknown_category_and_keeps_a_missing_one(
+    cli, champion: str, tmp_path: Path
+) -> None:
+    rows = synthetic_dataset(rows=6, seed=2).drop(columns="median_house_value")
+    rows["ocean_proximity"] = rows["ocean_proximity"].astype(object)
+    rows.loc[1, "ocean_proximity"] = None  # an empty field: a missing value, imputed
+    csv, out = tmp_path / "in.csv", tmp_path / "out.json"
+    rows.to_csv(csv, index=False)
+    code, _, err = cli("predict-batch", str(csv), "--out", str(out))
+    assert code == 0, err
+    assert len(json.loads(out.read_text())) == 6
+    rows.loc[4, "ocean_proximity"] = "MARS"
+    rows.to_csv(csv, index=False)
+    before = out.read_text()
+    code, _, err = cli("predict-batch", str(csv), "--out", str(out))
+    assert code == 1
+    assert err.strip() == (
+        f"error: {csv}: input 'ocean_proximity': row 4 holds 'MARS', not a category the model was trained on "
+        "(allowed: <1H OCEAN, INLAND, ISLAND, NEAR BAY, NEAR OCEAN; null for a missing value)"
+    )
+    assert out.read_text() == before  # the previous answer is kept

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import HousingError
+from .errors import DataError, HousingError
 from .schema import FEATURES, NUMERIC_FEATURES, read_dataset
 
 
@@ -20,7 +20,10 @@ def predict_batch(csv: Path, model_uri: str) -> list[dict]:
     except Exception as exc:  # mlflow wraps registry/S3 failures in several types
         raise HousingError(f"loading {model_uri} failed: {str(exc).splitlines()[0]}") from exc
     x = frame[FEATURES].astype({c: "float64" for c in NUMERIC_FEATURES})
-    predictions = model.predict(x)
+    try:
+        predictions = model.predict(x)
+    except ValueError as exc:  # e.g. a category the model was not trained on; rows count from 0 = line 2
+        raise DataError(f"{csv}: {exc}") from None
     return [{"row": i, "median_house_value": float(p)} for i, p in enumerate(predictions)]
 
 

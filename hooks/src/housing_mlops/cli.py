@@ -428,17 +428,34 @@ def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
     help="Also fail unless the answer's model_version is this alias's version (asks MLflow).",
 )
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="For --expect-alias.")
-def infer(url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri) -> None:
+@click.option(
+    "--grpc",
+    "grpc_address",
+    envvar="HOUSING_GRPC_ADDRESS",
+    default="",
+    help="Also send it over V2 gRPC to HOST:PORT; fail unless the price and version equal the REST answer's.",
+)
+def infer(
+    url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri, grpc_address
+) -> None:
     """Send the canonical V2 request; fail unless the answer is a sane price (from the alias's version)."""
     from . import registry
     from .errors import HousingError
     from .infer import infer as run
-    from .infer import pretty, wait_ready
+    from .infer import infer_grpc, pretty, wait_ready
 
     wait_ready(url, model_name, wait_timeout)
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
     click.echo(f"price: {price:,.0f}")
+    if grpc_address:
+        grpc_price, grpc_version = infer_grpc(grpc_address, model_name, timeout)
+        if (grpc_price, grpc_version) != (price, body.get("model_version")):
+            raise HousingError(
+                f"gRPC {grpc_address} answered {grpc_price!r} from version {grpc_version!r}, REST {price!r} "
+                f"from version {body.get('model_version')!r}"
+            )
+        click.echo(f"gRPC {grpc_address}: the same price from the same version")
     if expect_alias:
         registry.wait_for_mlflow(tracking_uri, wait_timeout)
         wanted = str(registry.get_version(model_name, alias=expect_alias).version)

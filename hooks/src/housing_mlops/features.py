@@ -46,7 +46,7 @@ def prepare(frame) -> np.ndarray:
     """Raw features (a DataFrame, or a mapping of the 9 column names to 1-D arrays) → the booster's matrix.
 
     NaN-safe: a missing or non-finite value becomes NaN, which the booster routes on its own; an unknown
-    ocean_proximity becomes NaN too. The last column is the category's index.
+    ocean_proximity becomes NaN too (HousingModel.predict refuses it). The last column is the category's index.
     """
     # Column by column: selecting 8 columns of a DataFrame at once costs ~1 ms on one row, this ~50 us.
     x = np.column_stack([np.asarray(frame[name], dtype=np.float64) for name in NUMERIC])
@@ -71,6 +71,21 @@ def _category_index(values: np.ndarray) -> np.ndarray:
     for i, name in enumerate(CATEGORIES):
         index[values == name] = i
     return index
+
+
+def refuse_unknown_categories(values: np.ndarray, unknown: np.ndarray) -> None:
+    """ValueError naming the first value outside CATEGORIES; a missing value (None, NaN) is allowed.
+
+    The booster would route an unknown category like a missing one, so a typo would be priced silently.
+    """
+    for row in np.flatnonzero(unknown):
+        value = values[row]
+        if value is None or (isinstance(value, float) and value != value):
+            continue
+        raise ValueError(
+            f"input {CATEGORICAL!r}: row {row} holds {value!r}, not a category the model was trained on "
+            f"(allowed: {', '.join(CATEGORIES)}; null for a missing value)"
+        )
 
 
 class FlatTrees:
@@ -217,7 +232,11 @@ class HousingModel(RegressorMixin, BaseEstimator):
         )
 
     def predict(self, frame) -> np.ndarray:
-        return self.trees_.predict(prepare(frame))
+        x = prepare(frame)
+        unknown = np.isnan(x[:, -1])
+        if unknown.any():
+            refuse_unknown_categories(np.asarray(frame[CATEGORICAL], dtype=object), unknown)
+        return self.trees_.predict(x)
 
 
 def build_model(

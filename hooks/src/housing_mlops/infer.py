@@ -52,6 +52,38 @@ def infer(url: str, model: str, min_price: float, max_price: float, timeout: flo
     return price, body
 
 
+def infer_grpc(address: str, model: str, timeout: float) -> tuple[float, str | None]:
+    """The canonical request over V2 gRPC (tritonclient, the client most KServe users have); (price, version).
+
+    tritonclient.grpc registers the same protobuf names as mlserver: never call this in a process that
+    imported mlserver (the CLI does not).
+    """
+    import numpy as np
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    inputs = []
+    for item in CANONICAL_REQUEST["inputs"]:
+        tensor = tg.InferInput(item["name"], item["shape"], item["datatype"])
+        if item["datatype"] == "BYTES":
+            tensor.set_data_from_numpy(np.array([str(v).encode() for v in item["data"]], dtype=np.object_))
+        else:
+            tensor.set_data_from_numpy(np.asarray(item["data"], dtype=np.float64))
+        inputs.append(tensor)
+    try:
+        client = tg.InferenceServerClient(address)
+        answer = client.infer(model, inputs, client_timeout=timeout)
+        output = client.get_model_metadata(model, as_json=True, client_timeout=timeout)["outputs"][0]["name"]
+    except InferenceServerException as exc:
+        raise ServiceUnavailable(f"gRPC {address}: {exc.status()}: {exc.message()}") from exc
+    prices = answer.as_numpy(output)
+    if prices is None or prices.size != 1:
+        raise HousingError(
+            f"gRPC {address}: no single price in output {output!r}: {answer.get_response(as_json=True)}"
+        )
+    return float(prices.ravel()[0]), answer.get_response(as_json=True).get("model_version")
+
+
 def check(tracking_uri: str, name: str, alias: str, timeout: float) -> str:
     """MLflow answers and ``alias`` exists; returns a one-line summary."""
     registry.wait_for_mlflow(tracking_uri, timeout)

@@ -105,7 +105,11 @@ def client():
 
 
 # How each SQL backend words "another request inserted this row first" (PostgreSQL, SQLite, MySQL).
-_INSERT_RACE = ("duplicate key value violates unique constraint", "UNIQUE constraint failed", "Duplicate entry")
+_INSERT_RACE = (
+    "duplicate key value violates unique constraint",
+    "UNIQUE constraint failed",
+    "Duplicate entry",
+)
 
 
 def set_model_tag(name: str, key: str, value: str, *, version: str | None = None) -> None:

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 from mlflow.exceptions import MlflowException
+from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, RequestInput
 from mlserver_mlflow import MLflowRuntime
-from mlserver_mlflow.codecs import TensorDictCodec
 
 NUMERIC_DATATYPES = frozenset(
     {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -45,6 +45,7 @@ class HousingRuntime(MLflowRuntime):
         # The registered version fetch-model wrote beside the model: every answer names it (model_version).
         marker = Path(self.settings.parameters.uri or ".") / ".model-version"
         self._served_version = marker.read_text().strip() if marker.is_file() else None
+        self._output_name = self.outputs[0].name if self.outputs else "predictions"
         self._columns: list[tuple[str, str, bool]] = []
         self._fast = None
         schema = self._input_schema
@@ -80,7 +81,11 @@ class HousingRuntime(MLflowRuntime):
             prediction = self._fast.predict(columns)
         except (ValueError, TypeError, KeyError) as exc:
             raise InferenceError(f"the model could not predict from this request: {exc}") from None
-        return self.encode_response(np.asarray(prediction), default_codec=TensorDictCodec)
+        prices = np.asarray(prediction, dtype=np.float64).reshape(-1)
+        # Named and shaped as the model's metadata says (MLServer's codec would answer "output-1", [n, 1],
+        # where the metadata announces "output-0", [-1]: a client asking for the announced name got nothing).
+        output = NumpyCodec.encode_output(self._output_name, prices)
+        return InferenceResponse(model_name=self.name, outputs=[output])
 
     def columns(self, payload: InferenceRequest) -> dict[str, np.ndarray]:
         """The request's inputs as one NumPy column per signature column, checked (InferenceError if not)."""
@@ -119,7 +124,9 @@ def _column(item: RequestInput, numeric: bool) -> np.ndarray:
     name, datatype, shape = item.name, str(item.datatype), list(item.shape)
     if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or any(d < 0 for d in shape):
         raise InferenceError(f"input {name!r}: shape {shape} is not a column (use [rows] or [rows, 1])")
-    values = _flat(item.data.root if hasattr(item.data, "root") else item.data)
+    raw = item.data.root if hasattr(item.data, "root") else item.data
+    # A NumPy array: a binary tensor (housing_mlops.binary), already typed by its datatype.
+    values = raw.reshape(-1) if isinstance(raw, np.ndarray) else _flat(raw)
     expected = math.prod(shape)
     if len(values) != expected:
         raise InferenceError(
@@ -128,6 +135,8 @@ def _column(item: RequestInput, numeric: bool) -> np.ndarray:
     if numeric:
         if datatype not in NUMERIC_DATATYPES:
             raise InferenceError(f"input {name!r} takes numbers (e.g. FP64), got datatype {datatype}")
+        if isinstance(values, np.ndarray):
+            return values.astype(np.float64, copy=False)
         if any(isinstance(v, (str, bytes)) for v in values):
             raise InferenceError(f"input {name!r} ({datatype}) holds text where numbers are expected")
         try:

@@ -94,7 +94,9 @@ def read_dataset(path: Path, *, with_target: bool = True) -> pd.DataFrame:
         frame[column] = values.astype("float64")
     if with_target and frame[TARGET].isna().any():
         raise DataError(f"{path}: column {TARGET} has missing values")
-    frame[CATEGORICAL_FEATURES[0]] = frame[CATEGORICAL_FEATURES[0]].astype(str)
+    category = frame[CATEGORICAL_FEATURES[0]]
+    # Text, and None where the CSV has no value (astype(str) alone would make that the category "nan").
+    frame[CATEGORICAL_FEATURES[0]] = category.astype(str).astype(object).where(category.notna(), None)
     return frame
 
 

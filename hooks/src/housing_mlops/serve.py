@@ -1,4 +1,5 @@
-"""`housing-mlops serve MODEL_DIR`: MLServer started the way KServe's ServingRuntime starts it."""
+"""`housing-mlops serve MODEL_DIR`: MLServer started the way KServe's ServingRuntime starts it
+(`python -m housing_mlops.server MODEL_DIR`: `mlserver start` plus our V2 REST infer path, server.py)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,4 @@ def serving_env(
 def argv(model_dir: Path) -> list[str]:
     if not (model_dir / "MLmodel").is_file():
         raise ConfigError(f"{model_dir} has no MLmodel: run `housing-mlops fetch-model` first")
-    return [str(Path(sys.executable).with_name("mlserver")), "start", str(model_dir)]
+    return [sys.executable, "-m", "housing_mlops.server", str(model_dir)]
