@@ -93,6 +93,12 @@ frame.iloc[: len(frame) - 640].to_csv(sys.argv[2], index=False)'
 # name did not resolve (which says nothing about policies, so it fails the check). It keeps trying for 20 s:
 # kube-router allows a new pod only once its IP is in the policy's ipset, a second or two after the pod starts
 # (measured: an allowed MLflow client was refused when it connected at once, let in 5 s later).
+# METRICS_PY URL: MLServer's Prometheus endpoint answers and has counted successful inference requests
+METRICS_PY='import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=30).read().decode()
+lines = [l for l in text.splitlines() if l.startswith("model_infer_request_success_total")]
+print("\n".join(lines) or "no model_infer_request_success_total in " + sys.argv[1])
+sys.exit(0 if lines and sum(float(l.rsplit(" ", 1)[1]) for l in lines) > 0 else 1)'
 PROBE_PY='import socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
 try:
@@ -690,6 +696,13 @@ SERVED_INSTALLED=$SERVED
 
 phase test "helm test --logs (V2 inference + MLflow health and alias)"
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+# helm test asked REST and gRPC; KServe's predictor Service carries REST (80), gRPC and metrics, with the labels
+# the chart's ServiceMonitor selects; Prometheus' endpoint has counted those requests.
+PORTS=$(capture "http1:80 grpc:9000 metrics:8082" kubectl get service -n "$NS" \
+  -l "serving.kserve.io/inferenceservice=$ISVC,component=predictor" \
+  -o 'jsonpath={range .items[*].spec.ports[*]}{.name}:{.port} {end}')
+expect_equal "the predictor Service's ports" "${PORTS% }" "http1:80 grpc:9000 metrics:8082"
+jobs_pod e2e-metrics --command python3 -c "$METRICS_PY" "http://$ISVC-predictor.$NS.svc.cluster.local:8082/metrics"
 registry_versions install
 VERSIONS_INSTALLED=$VERSIONS
 
@@ -973,6 +986,9 @@ PROBES=( # name namespace labels host port want what
   "e2e-np-other-predictor $NS - $PREDICTOR_HOST 80 blocked an_unlabelled_pod_does_not_reach_the_predictor"
   "e2e-np-clients-predictor $CLIENTS_NS - $PREDICTOR_HOST 80 open a_predictor-clients_namespace_reaches_it"
   "e2e-np-outside-predictor $OUTSIDE_NS - $PREDICTOR_HOST 80 blocked another_namespace_does_not"
+  "e2e-np-clients-grpc $CLIENTS_NS - $PREDICTOR_HOST 9000 open a_predictor-clients_namespace_reaches_gRPC"
+  "e2e-np-outside-grpc $OUTSIDE_NS - $PREDICTOR_HOST 9000 blocked another_namespace_does_not_reach_gRPC"
+  "e2e-np-clients-metrics $CLIENTS_NS - $PREDICTOR_HOST 8082 blocked only_inference.metrics.from_scrapes"
 )
 for probe in "${PROBES[@]}"; do
   read -r name ns labels host port _ _ <<<"$probe"

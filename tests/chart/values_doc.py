@@ -33,6 +33,11 @@ helm test housing -n housing --logs
 
 Needs Kubernetes >= 1.28 and KServe (CRDs + controller). Design, wiring and operations: docs/chart.md.
 
+The predictor Service `<isvc>-predictor` answers V2 REST on port 80 (JSON, or the binary tensor extension that
+tritonclient sends by default), V2 gRPC on 9000 and Prometheus metrics on 8082 (`inference.grpc`,
+`inference.metrics`; Standard mode). `helm test` asks REST and gRPC. How to call it (curl, tritonclient HTTP and
+gRPC): docs/cli.md, "Calling the served model".
+
 ## Values
 
 | Key | Default | Description |

@@ -292,6 +292,7 @@ def test_dry_run_seeds_from_housing_csv(tmp_path: Path) -> None:
 def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
     checks = [line.strip() for line in dry_run if line.strip().startswith("check:")]
     expected = [
+        ("the predictor Service's ports", "http1:80 grpc:9000 metrics:8082 =="),
         ("a new predictor pod serves", "!="),
         ("the new predictor serves the same version", "=="),
         ("every registered version survived", "=="),
@@ -332,6 +333,9 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("an unlabelled pod does not reach the predictor: blocked", "== 1"),
         ("a predictor-clients namespace reaches it: open", "== 0"),
         ("another namespace does not: blocked", "== 1"),
+        ("a predictor-clients namespace reaches gRPC: open", "== 0"),
+        ("another namespace does not reach gRPC: blocked", "== 1"),
+        ("only inference.metrics.from scrapes: blocked", "== 1"),
         ("one storage container per release", "== 2"),
         ("the housing-staging predictor fetches from its own MLflow", "=="),
         ("the housing-prod predictor fetches from its own MLflow", "=="),
@@ -727,7 +731,7 @@ case "$line" in
     echo "${STUB_HOOK_LOG:-error: the training of identity 0123456789abcdef failed: no data/missing.csv.dvc}" ;;
   "kubectl get pod e2e-np-"*"exitCode}"*)
     want=1
-    case $3 in *-client-mlflow | *-clients-predictor) want=0 ;; esac
+    case $3 in *-client-mlflow | *-clients-predictor | *-clients-grpc) want=0 ;; esac
     [[ ${STUB_OPEN_PROBE:-} == "$3" ]] && want=0
     echo "$want" ;;
   *"state.terminated.exitCode}"*) echo "${STUB_HOOK_EXIT:-}" ;;
@@ -741,6 +745,8 @@ case "$line" in
   *"{.spec.claimRef.namespace}"*) printf 'pvc-a housing-staging\npvc-b housing-prod\n' ;;
   *"ttlSecondsAfterFinished}/{.status.failed}"*) echo 600/1 ;;
   *"jsonpath={.status.address.url}"*) echo "http://housing-model-predictor.housing.svc.cluster.local" ;;
+  *"component=predictor -o jsonpath={range .items[*].spec.ports[*]}"*)
+    echo "${STUB_PREDICTOR_PORTS-http1:80 grpc:9000 metrics:8082 }" ;;
   *"jsonpath={.spec.predictor.annotations.housing-mlops"*)
     n=$(( $(cat "$STUB_LOG.served" 2>/dev/null || echo 0) + 1 ))
     echo "$n" >"$STUB_LOG.served"
@@ -929,6 +935,8 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         ({"open_probe": "e2e-np-outside-predictor"}, "another namespace does not: blocked"),
         ({"left_ns": "housing-staging"}, "helm uninstall left objects behind"),
         ({"csc_namespaces": "housing-prod"}, "one storage container per release"),
+        ({"predictor_ports": "http1:80 "}, "the predictor Service's ports"),
+        ({"open_probe": "e2e-np-clients-metrics"}, "only inference.metrics.from scrapes: blocked"),
     ],
     ids=[
         "duplicate-version",
@@ -942,6 +950,8 @@ def test_the_predictor_must_follow_the_alias(tmp_path: Path, served: str, messag
         "predictor-open",
         "left-behind",
         "one-storage-container",
+        "no-grpc-or-metrics-port",
+        "metrics-open",
     ],
 )
 def test_each_fault_and_environment_check_can_fail_the_run(

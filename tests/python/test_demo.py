@@ -56,6 +56,10 @@ def test_demo_fresh_then_restarted(tmp_path: Path) -> None:
                 timeout=30,
             )
             assert answer.status_code == 200 and answer.json()["outputs"][0]["data"][0] > 0
+            # it announces gRPC and metrics beside REST, and the metrics endpoint answers
+            assert f"V2 gRPC:    127.0.0.1:{serve_port + 1}" in result.stdout
+            metrics = requests.get(f"http://127.0.0.1:{serve_port + 2}/metrics", timeout=30)
+            assert metrics.status_code == 200 and "model_infer_request_success_total" in metrics.text
             print(f"demo {run}: {timings['time_to_first_prediction_s']} s {timings['stages']}")
             if run == "fresh":
                 assert set(local.down(cfg)) == {"mlserver", "mlflow", "s3", "postgresql"}

@@ -108,7 +108,9 @@ def main() -> None:
     (cfg.state_dir / "demo-timings.json").write_text(json.dumps(timings, indent=2))
     print(f"\nDone in {total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.times.items()))
     print(f"MLflow UI:  {cfg.mlflow_url}")
-    print(f"V2 model:   {url}/v2/models/housing-model  (POST .../infer)")
+    print(f"V2 model:   {url}/v2/models/housing-model  (POST .../infer: JSON or binary tensors)")
+    print(f"V2 gRPC:    127.0.0.1:{port + 1}  (tritonclient.grpc; docs/cli.md)")
+    print(f"Metrics:    http://127.0.0.1:{port + 2}/metrics")
     print("Stop with:  make down")
 
 

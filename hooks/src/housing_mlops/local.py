@@ -532,7 +532,7 @@ MARKERS = {
     "postgresql": "postgres",
     "s3": "housing_mlops.s3server",
     "mlflow": "mlflow",
-    "mlserver": "mlserver",
+    "mlserver": "housing_mlops.server",
 }
 
 
