@@ -86,7 +86,9 @@ def test_v2_answer_is_a_sane_price(served: str) -> None:
 def test_infer_command(cli, served: str) -> None:
     code, out, _ = cli("infer", "--url", served)
     assert code == 0
-    assert out.strip().splitlines()[-1].startswith("price: ")
+    lines = out.strip().splitlines()
+    assert lines[-2].startswith("price: ")
+    assert lines[-1] == "binary tensors (request and answer): the same price"
     code, _, err = cli("infer", "--url", served, "--max-price", "1000")
     assert code == 1 and "outside the sane range" in err
 

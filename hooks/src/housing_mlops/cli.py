@@ -438,16 +438,21 @@ def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
 def infer(
     url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri, grpc_address
 ) -> None:
-    """Send the canonical V2 request; fail unless the answer is a sane price (from the alias's version)."""
+    """Send the canonical V2 request (JSON, then binary tensors); fail unless both answer the same sane price
+    (from the alias's version)."""
     from . import registry
     from .errors import HousingError
     from .infer import infer as run
-    from .infer import infer_grpc, pretty, wait_ready
+    from .infer import infer_binary, infer_grpc, pretty, wait_ready
 
     wait_ready(url, model_name, wait_timeout)
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
     click.echo(f"price: {price:,.0f}")
+    binary_price = infer_binary(url, model_name, timeout)
+    if binary_price != price:
+        raise HousingError(f"the binary tensor request answered {binary_price!r}, JSON {price!r}")
+    click.echo("binary tensors (request and answer): the same price")
     if grpc_address:
         grpc_price, grpc_version = infer_grpc(grpc_address, model_name, timeout)
         if (grpc_price, grpc_version) != (price, body.get("model_version")):

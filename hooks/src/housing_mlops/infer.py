@@ -52,6 +52,56 @@ def infer(url: str, model: str, min_price: float, max_price: float, timeout: flo
     return price, body
 
 
+def infer_binary(url: str, model: str, timeout: float) -> float:
+    """The canonical request in the V2 binary tensor extension, asking for a binary answer (what tritonclient
+    sends by default); returns the price."""
+    import struct
+
+    import numpy as np
+
+    from . import binary
+
+    inputs, tail = [], b""
+    for item in CANONICAL_REQUEST["inputs"]:
+        if item["datatype"] == "BYTES":
+            raw = b"".join(struct.pack("<I", len(v)) + v for v in (str(x).encode() for x in item["data"]))
+        else:
+            raw = np.asarray(item["data"], dtype="<f8").tobytes()
+        inputs.append(
+            {
+                **{k: item[k] for k in ("name", "shape", "datatype")},
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        tail += raw
+    head = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    endpoint = f"{url.rstrip('/')}/v2/models/{model}/infer"
+    try:
+        response = requests.post(
+            endpoint,
+            data=head + tail,
+            headers={
+                "Inference-Header-Content-Length": str(len(head)),
+                "Content-Type": "application/octet-stream",
+            },
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        raise ServiceUnavailable(f"POST {endpoint} (binary): {type(exc).__name__}: {exc}") from exc
+    if response.status_code != 200:
+        raise HousingError(f"POST {endpoint} (binary): HTTP {response.status_code}: {response.text[:300]}")
+    length = response.headers.get(binary.HEADER)
+    if length is None:
+        raise HousingError(f"POST {endpoint} (binary): the answer is not binary: {response.text[:300]}")
+    try:
+        doc, rest = binary.split(response.content, length)
+        output = doc["outputs"][0]
+        prices = binary.decode_tensor(output["name"], output["datatype"], output["shape"], rest)
+    except (binary.BinaryError, KeyError, IndexError, TypeError) as exc:
+        raise HousingError(f"POST {endpoint} (binary): not a V2 binary answer with a price: {exc}") from exc
+    return float(prices[0])
+
+
 def infer_grpc(address: str, model: str, timeout: float) -> tuple[float, str | None]:
     """The canonical request over V2 gRPC (tritonclient, the client most KServe users have); (price, version).
 
