@@ -539,12 +539,24 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
 @click.option("--http-port", envvar="MLSERVER_HTTP_PORT", type=int, default=8080)
 @click.option("--grpc-port", envvar="MLSERVER_GRPC_PORT", type=int, default=8081)
 @click.option("--metrics-port", envvar="MLSERVER_METRICS_PORT", type=int, default=8082)
-def serve(model_dir, model_name, http_port, grpc_port, metrics_port) -> None:
+@click.option(
+    "--load-later",
+    is_flag=True,
+    help="Start without the model (MODEL_DIR may not exist yet); load it with "
+    "POST /v2/repository/models/<name>/load. The demo starts MLServer so while it trains.",
+)
+def serve(model_dir, model_name, http_port, grpc_port, metrics_port, load_later) -> None:
     """Run MLServer on MODEL_DIR as KServe's ServingRuntime does (foreground)."""
     from .serve import argv, serving_env
 
-    env = {**os.environ, **serving_env(model_dir, model_name, http_port, grpc_port, metrics_port)}
-    os.execve(argv(model_dir)[0], argv(model_dir), env)
+    env = {
+        **os.environ,
+        **serving_env(
+            model_dir, model_name, http_port, grpc_port, metrics_port, load_at_startup=not load_later
+        ),
+    }
+    command = argv(model_dir, check=not load_later)
+    os.execve(command[0], command, env)
 
 
 @cli.group(cls=Group)

@@ -29,7 +29,13 @@ TUNING = {
 
 
 def serving_env(
-    model_dir: Path, model_name: str, http_port: int, grpc_port: int, metrics_port: int
+    model_dir: Path,
+    model_name: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    *,
+    load_at_startup: bool = True,
 ) -> dict[str, str]:
     """The variables KServe sets for an MLServer runtime (plus the ports, which tests vary)."""
     return {
@@ -40,14 +46,14 @@ def serving_env(
         "MLSERVER_HTTP_PORT": str(http_port),
         "MLSERVER_GRPC_PORT": str(grpc_port),
         "MLSERVER_METRICS_PORT": str(metrics_port),
-        "MLSERVER_LOAD_MODELS_AT_STARTUP": "true",
+        "MLSERVER_LOAD_MODELS_AT_STARTUP": "true" if load_at_startup else "false",
         "MLSERVER_HOST": os.environ.get("MLSERVER_HOST", "127.0.0.1"),
         # Prometheus' multiprocess files, else written to the current directory.
         "MLSERVER_METRICS_DIR": os.environ.get("MLSERVER_METRICS_DIR", str(model_dir.parent / ".metrics")),
     }
 
 
-def argv(model_dir: Path) -> list[str]:
-    if not (model_dir / "MLmodel").is_file():
+def argv(model_dir: Path, *, check: bool = True) -> list[str]:
+    if check and not (model_dir / "MLmodel").is_file():
         raise ConfigError(f"{model_dir} has no MLmodel: run `housing-mlops fetch-model` first")
     return [sys.executable, "-m", "housing_mlops.server", str(model_dir)]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib
 import logging
+import os
 import re
 import sys
 from typing import Any
@@ -146,6 +148,11 @@ async def start(folder: str) -> None:
     from mlserver.cli.serve import load_settings
 
     settings, models = await load_settings(folder)
+    implementation = os.environ.get("MLSERVER_MODEL_IMPLEMENTATION", "")
+    if not settings.load_models_at_startup and "." in implementation:
+        # The model comes later (POST /v2/repository/models/<name>/load): import its runtime now, while
+        # nothing waits, so that the load is only the model's own files.
+        importlib.import_module(implementation.rsplit(".", 1)[0])
     server = MLServer(settings)
     install(server)
     await server.start(models)
