@@ -184,6 +184,7 @@ fi
 # --- helpers ------------------------------------------------------------------------------------------------
 exec 3>&1 # the trace goes to the original stdout, even from inside $(...)
 PHASE=none
+PHASES_RUN=()
 CLUSTER_CREATED=0
 
 # fmt ARGS...: the command line as one would type it (words quoted only where the shell needs it)
@@ -250,6 +251,7 @@ write_timings() { # write_timings RESULT
 phase() {
   phase_done
   PHASE=$1
+  PHASES_RUN+=("$1")
   printf '\n==> phase %s: %s\n' "$1" "$2" >&3
 }
 
@@ -1033,4 +1035,4 @@ trap - EXIT
 delete_cluster
 phase_done
 write_timings passed
-echo "e2e: PASSED (install, test, upgrade accepted + rejected, rollback, uninstall; timings: $WORKDIR/timings.json)"
+echo "e2e: PASSED ${#PHASES_RUN[@]} phases (${PHASES_RUN[*]}; timings: $WORKDIR/timings.json)"
