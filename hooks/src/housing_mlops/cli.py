@@ -541,6 +541,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
 @click.option("--metrics-port", envvar="MLSERVER_METRICS_PORT", type=int, default=8082)
 @click.option(
     "--load-later",
+    envvar="HOUSING_SERVE_LOAD_LATER",
     is_flag=True,
     help="Start without the model (MODEL_DIR may not exist yet); load it with "
     "POST /v2/repository/models/<name>/load. The demo starts MLServer so while it trains.",
