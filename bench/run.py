@@ -406,17 +406,13 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
 
 def binary_body(frame: pd.DataFrame, binary_output: bool) -> tuple[bytes, dict[str, str]]:
     """A V2 request in the binary tensor data extension: JSON header, then each column's raw bytes."""
-    import struct
-
+    from housing_mlops.binary import encode_tensor
     from housing_mlops.schema import CATEGORICAL_FEATURES, FEATURES
 
     inputs, chunks = [], []
     for name in FEATURES:
-        if name in CATEGORICAL_FEATURES:
-            raw = b"".join(struct.pack("<I", len(v)) + v for v in (str(x).encode() for x in frame[name]))
-            datatype = "BYTES"
-        else:
-            raw, datatype = np.ascontiguousarray(frame[name], dtype="<f8").tobytes(), "FP64"
+        datatype = "BYTES" if name in CATEGORICAL_FEATURES else "FP64"
+        raw = encode_tensor(datatype, frame[name].to_numpy())
         inputs.append(
             {
                 "name": name,

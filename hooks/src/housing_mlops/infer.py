@@ -55,18 +55,11 @@ def infer(url: str, model: str, min_price: float, max_price: float, timeout: flo
 def infer_binary(url: str, model: str, timeout: float) -> float:
     """The canonical request in the V2 binary tensor extension, asking for a binary answer (what tritonclient
     sends by default); returns the price."""
-    import struct
-
-    import numpy as np
-
     from . import binary
 
     inputs, tail = [], b""
     for item in CANONICAL_REQUEST["inputs"]:
-        if item["datatype"] == "BYTES":
-            raw = b"".join(struct.pack("<I", len(v)) + v for v in (str(x).encode() for x in item["data"]))
-        else:
-            raw = np.asarray(item["data"], dtype="<f8").tobytes()
+        raw = binary.encode_tensor(item["datatype"], item["data"])
         inputs.append(
             {
                 **{k: item[k] for k in ("name", "shape", "datatype")},

@@ -23,6 +23,16 @@ import re
 import sys
 from typing import Any
 
+import orjson
+from mlserver import MLServer
+from mlserver.cli.serve import load_settings
+from mlserver.errors import MLServerError
+from mlserver.logging import configure_logger
+from mlserver.types import InferenceRequest
+from mlserver.utils import extract_headers, insert_headers, install_uvloop_event_loop
+from pydantic import ValidationError
+from starlette.middleware import Middleware
+
 from . import binary
 
 log = logging.getLogger(__name__)
@@ -64,11 +74,6 @@ class V2Rest:
     async def infer(
         self, name: str, version: str | None, scope: dict, body: bytes
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        from mlserver.errors import MLServerError
-        from mlserver.types import InferenceRequest
-        from mlserver.utils import extract_headers, insert_headers
-        from pydantic import ValidationError
-
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             if "gzip" in headers.get("content-encoding", ""):
@@ -115,8 +120,6 @@ async def _read(receive: Any) -> bytes:
 
 
 def _error(status: int, message: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    import orjson
-
     payload = orjson.dumps({"error": message})
     return (
         status,
@@ -137,16 +140,11 @@ def _summary(exc: Any) -> str:
 
 def install(server: Any) -> None:
     """Put `V2Rest` innermost in an MLServer's REST app (before it starts: Starlette builds its stack once)."""
-    from starlette.middleware import Middleware
-
     app = server._rest_server._app
     app.user_middleware.append(Middleware(V2Rest, data_plane=server._data_plane, router=app.router))
 
 
 async def start(folder: str) -> None:
-    from mlserver import MLServer
-    from mlserver.cli.serve import load_settings
-
     settings, models = await load_settings(folder)
     implementation = os.environ.get("MLSERVER_MODEL_IMPLEMENTATION", "")
     if not settings.load_models_at_startup and "." in implementation:
@@ -163,9 +161,6 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: python -m housing_mlops.server MODEL_DIR")
-    from mlserver.logging import configure_logger
-    from mlserver.utils import install_uvloop_event_loop
-
     configure_logger()
     install_uvloop_event_loop()
     asyncio.run(start(args[0]))
