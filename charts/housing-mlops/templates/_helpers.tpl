@@ -47,17 +47,21 @@ housing-mlops.io/mlflow-client: "true"
 {{- end -}}
 
 {{/*
-Image reference: [global.image.registry/]<repository>:<tag>; tag defaults to global.image.tag, then the chart
-appVersion (every subchart carries the umbrella's appVersion).
+Image reference: [global.image.registry/]<repository>:<tag>, or [registry/]<repository>@<digest> when the image
+sets `digest` (the digest wins: a tag can be moved, a digest cannot). The tag defaults to global.image.tag,
+then the chart appVersion (every subchart carries the umbrella's appVersion).
 Usage: include "housing-mlops.image" (dict "context" $ "image" .Values.image)
 */}}
 {{- define "housing-mlops.image" -}}
 {{- $registry := .image.registry | default .context.Values.global.image.registry -}}
-{{- $tag := .image.tag | default .context.Values.global.image.tag | default .context.Chart.AppVersion -}}
-{{- if $registry -}}
-{{- printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag -}}
+{{- $repository := ternary (printf "%s/%s" (trimSuffix "/" $registry) .image.repository) .image.repository (ne $registry "") -}}
+{{- with .image.digest -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .) -}}
+{{- fail (printf "image %s: digest %q is not sha256:<64 hex digits>" $repository .) -}}
+{{- end -}}
+{{- printf "%s@%s" $repository . -}}
 {{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- printf "%s:%s" $repository (.image.tag | default .context.Values.global.image.tag | default .context.Chart.AppVersion) -}}
 {{- end -}}
 {{- end -}}
 
