@@ -19,6 +19,7 @@ metadata:
     # Helm 4 deletes a succeeded test pod only after `helm test --logs` has printed it; a failed one stays
     # for `kubectl logs` until the next `helm test` (or `kubectl delete pod -l app.kubernetes.io/component=tests`).
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    {{- include "housing-mlops.scanSkips" (dict "context" $ "image" $t.image "resources" $t.resources "pullPolicy" (include "housing-mlops.imagePullPolicy" (dict "context" $ "image" $t.image)) "pod" true "skips" (list "secretEnv" "ephemeral" "testProbes")) | trim | nindent 4 }}
 spec:
   restartPolicy: Never
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ "component" "tests") }}

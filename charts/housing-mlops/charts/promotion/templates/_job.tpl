@@ -19,6 +19,7 @@ metadata:
     helm.sh/hook: {{ .hook }}
     helm.sh/hook-weight: {{ .weight | quote }}
     helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    {{- include "housing-mlops.scanSkips" (dict "context" $ "image" $v.image "resources" $v.resources "pullPolicy" (include "housing-mlops.imagePullPolicy" (dict "context" $ "image" $v.image)) "pod" true "skips" (list "secretEnv" "ephemeral" "apiToken")) | trim | nindent 4 }}
 spec:
   backoffLimit: {{ $v.backoffLimit }}
   {{- include "housing-mlops.podFailurePolicy" (dict .name (list 2 3 4)) | nindent 2 }}
