@@ -85,6 +85,9 @@ restricted_overrides() { # restricted_overrides POD
   printf '{"apiVersion": "v1", "spec": {%s, "containers": [{"name": "%s", %s}]}}' "$pod" "$1" "$container"
 }
 MLFLOW_CLIENT_LABEL=housing-mlops.io/mlflow-client=true # the chart's MLflow NetworkPolicy admits pods with it
+# the chart's selector labels of a component's pods (its NetworkPolicies select them)
+POD_LABELS_TRAINING=app.kubernetes.io/name=housing-mlops,app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=training
+POD_LABELS_TESTS=app.kubernetes.io/name=housing-mlops,app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=tests
 # The second dataset version: the first minus its last 640 rows.
 DATA_V2_PY='import sys, pandas as pd
 frame = pd.read_csv(sys.argv[1])
@@ -531,7 +534,49 @@ on_exit() {
     if ((CLUSTER_CREATED)); then collect_diagnostics; fi
   fi
   if ((CLUSTER_CREATED)); then delete_cluster; fi
+  stop_registry
   exit "$rc"
+}
+
+# The local provider's OCI registry (CNCF distribution, built by `make tools`) on a free loopback port: ci/publish.sh
+# pushes the chart and images there and signs them; the prod phase installs from it, every image by digest.
+REGISTRY_PID=""
+start_registry() {
+  REGISTRY_ADDR=127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  show "$TOOLS_BIN/registry" serve "$PUBLISH_DIR/registry.yml" "(on $REGISTRY_ADDR, log $PUBLISH_DIR/registry.log)"
+  ((DRY_RUN)) && return 0
+  rm -rf "$PUBLISH_DIR" && mkdir -p "$PUBLISH_DIR"
+  printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+    "$PUBLISH_DIR/blobs" "$REGISTRY_ADDR" >"$PUBLISH_DIR/registry.yml"
+  "$TOOLS_BIN/registry" serve "$PUBLISH_DIR/registry.yml" >"$PUBLISH_DIR/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  poll 60 "the registry answers on $REGISTRY_ADDR" curl -fsS "http://$REGISTRY_ADDR/v2/"
+}
+stop_registry() {
+  [[ -n $REGISTRY_PID ]] || return 0
+  kill "$REGISTRY_PID" 2>/dev/null || true
+  wait "$REGISTRY_PID" 2>/dev/null || true
+  REGISTRY_PID=""
+}
+
+# expect_images_by_digest: every container of the release's pods in $NS runs one of our images from the registry,
+# by digest, and the node pulled exactly that digest (imageID); the PostgreSQL stand-in is imported, never pulled.
+expect_images_by_digest() {
+  local pods image id n=0
+  pods=$(capture "" kubectl get pods -n "$NS" -l "app.kubernetes.io/instance=$RELEASE" \
+    -o 'jsonpath={range .items[*]}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}') || return 1
+  pods+=$'\n'$(capture "" kubectl get pods -n "$NS" -l "serving.kserve.io/inferenceservice=$ISVC" \
+    -o 'jsonpath={range .items[*]}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}') || return 1
+  ((DRY_RUN)) && return 0
+  while read -r image id; do
+    [[ -n $image ]] || continue
+    [[ $image == *postgres-standin* ]] && continue
+    n=$((n + 1))
+    [[ $image == "$REGISTRY_ADDR/"*"@sha256:"* ]] || die "$image: not from $REGISTRY_ADDR by digest"
+    [[ $id == *"@${image#*@}" ]] || die "$image: the node runs $id"
+  done <<<"$pods"
+  ((n > 0)) || die "no container of $RELEASE found in $NS"
+  say "check: $n containers in $NS run their image from $REGISTRY_ADDR by digest, as pulled"
 }
 
 # --- the run ------------------------------------------------------------------------------------------------
@@ -548,6 +593,9 @@ SERVING_IMAGE=housing-mlops/serving:$VERSION
 TEST_SERVICES_IMAGE=housing-mlops/test-services:$VERSION # local provider: the S3 store (ci/cluster/s3.yaml)
 PG_STANDIN=housing-mlops/postgres-standin:15              # local provider: values/local.yaml
 LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-housing-mlops/base:bookworm-py3.11}
+CHART_VERSION=$(sed -n 's/^version: *//p' "$CHART/Chart.yaml")
+PUBLISH_DIR=$WORKDIR/publish # local provider: the registry's storage and log, the cosign keys, digests.yaml
+REGISTRY_ADDR=127.0.0.1:0    # set by start_registry
 
 if ((DRY_RUN)); then
   echo "e2e: dry run: every command in order, nothing is run (pins: kind $KIND_VERSION, node $KIND_NODE_IMAGE," \
@@ -625,12 +673,21 @@ else
   run timeout 30m images/build.sh test-services
   run timeout 30m docker build -q -t "$PG_STANDIN" --build-arg "BASE_IMAGE=$LOCAL_BASE_IMAGE" ci/cluster/standins/postgres
 
+  phase publish "the chart and images to a loopback OCI registry, cosign-signed, then verified (ci/publish.sh)"
+  start_registry
+  run env COSIGN_PASSWORD= "$TOOLS_BIN/cosign" generate-key-pair --output-key-prefix "$PUBLISH_DIR/cosign"
+  run timeout 20m env COSIGN_PASSWORD= ci/publish.sh --registry "$REGISTRY_ADDR" --plain-http --images \
+    --key "$PUBLISH_DIR/cosign.key" --out "$PUBLISH_DIR"
+  run timeout 5m ci/verify.sh --registry "$REGISTRY_ADDR" --plain-http --key "$PUBLISH_DIR/cosign.pub" \
+    --published "$PUBLISH_DIR/published.txt"
+
   phase cluster "start the local cluster (upstream Kubernetes, ci/cluster/cluster.sh)"
   if ((!DRY_RUN)) && "$LOCAL_CLUSTER" status | grep -q ' pid '; then
     die "the local cluster is already running: stop it ($LOCAL_CLUSTER down) first"
   fi
   CLUSTER_CREATED=1
   run timeout 20m "$LOCAL_CLUSTER" up
+  run "$LOCAL_CLUSTER" trust-registry "$REGISTRY_ADDR"
   run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
   run timeout 20m "$LOCAL_CLUSTER" import "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE" "$TEST_SERVICES_IMAGE" \
     "$PG_STANDIN"
@@ -965,11 +1022,19 @@ run kubectl create secret generic "$DB_SECRET" -n "$NS" --from-literal=password=
 run kubectl label "secret/$MLFLOW_AUTH_SECRET" "secret/$DB_SECRET" -n "$NS" "$E2E_LABEL"
 expect_failure "Pod Security restricted refuses a privileged pod in $NS" kubectl run e2e-privileged -n "$NS" \
   --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never --privileged --command -- true
-run helm install "$RELEASE" "$CHART" -n "$NS" -f values/prod.yaml -f ci/overlays/prod.yaml \
-  ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"} --wait --timeout "$T_INSTALL"
+if [[ $PROVIDER == local ]]; then
+  # the chart as published and signed (phase publish), every image by the digest publish.sh pushed
+  run helm install "$RELEASE" "oci://$REGISTRY_ADDR/charts/housing-mlops" --version "$CHART_VERSION" --plain-http \
+    -n "$NS" -f values/prod.yaml -f ci/overlays/prod.yaml "${PROVIDER_VALUES[@]}" -f "$PUBLISH_DIR/digests.yaml" \
+    --set global.image.pullPolicy=IfNotPresent --wait --timeout "$T_INSTALL"
+else
+  run helm install "$RELEASE" "$CHART" -n "$NS" -f values/prod.yaml -f ci/overlays/prod.yaml \
+    ${PROVIDER_VALUES[@]+"${PROVIDER_VALUES[@]}"} --wait --timeout "$T_INSTALL"
+fi
 MLFLOW_AUTH_ENV=(--env="MLFLOW_TRACKING_USERNAME=$E2E_MLFLOW_USER" --env="MLFLOW_TRACKING_PASSWORD=$E2E_MLFLOW_PASSWORD")
 wait_serving prod
 run helm test "$RELEASE" -n "$NS" --logs --timeout "$T_TEST"
+[[ $PROVIDER != local ]] || expect_images_by_digest
 resolve_production prod
 expect_bucket "$URI" housing-mlops-prod
 # What the install and helm test showed allowed (hooks -> MLflow, MLflow -> PostgreSQL, the storage initializer ->
@@ -991,6 +1056,9 @@ PROBES=( # name namespace labels host port want what
   "e2e-np-clients-grpc $CLIENTS_NS - $PREDICTOR_HOST 9000 open a_predictor-clients_namespace_reaches_gRPC"
   "e2e-np-outside-grpc $OUTSIDE_NS - $PREDICTOR_HOST 9000 blocked another_namespace_does_not_reach_gRPC"
   "e2e-np-clients-metrics $CLIENTS_NS - $PREDICTOR_HOST 8082 blocked only_inference.metrics.from_scrapes"
+  # egress (values/prod.yaml restricts it): S3 is open to training, not to a test pod
+  "e2e-np-training-s3 $NS $POD_LABELS_TRAINING minio.$NS 9000 open training_reaches_S3"
+  "e2e-np-tests-s3 $NS $POD_LABELS_TESTS minio.$NS 9000 blocked a_test_pod_does_not_reach_S3"
 )
 for probe in "${PROBES[@]}"; do
   read -r name ns labels host port _ _ <<<"$probe"

@@ -9,6 +9,7 @@
 #   ci/cluster/cluster.sh status    what runs, and the node
 #   ci/cluster/cluster.sh import IMAGE...   copy Docker images into the cluster's containerd (docker.io/...)
 #   ci/cluster/cluster.sh kubeconfig        print the admin kubeconfig's path
+#   ci/cluster/cluster.sh trust-registry HOST:PORT   let containerd pull from a plain-HTTP registry (loopback)
 #
 # State (PKI, configs, etcd, containerd root, logs, PIDs) lives in $CLUSTER_DIR (/var/tmp/housing-mlops-cluster);
 # `down` removes it. Logs: $CLUSTER_DIR/logs/NAME.log (copied to $CLUSTER_LOGS on down, if set).
@@ -221,6 +222,9 @@ state = "$RUN/containerd"
   stream_server_address = "127.0.0.1"
   tolerate_missing_hugetlb_controller = true
   disable_hugetlb_controller = true
+  # per-registry hosts.toml files (trust-registry): read on every pull, so a registry can be added to a running node
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$DIR/etc/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$DIR/etc/cni"
@@ -486,8 +490,25 @@ status() {
   return 0
 }
 
+# trust_registry HOST:PORT: containerd pulls HOST:PORT/... over plain HTTP (a registry on this machine's loopback:
+# containerd pulls in the host's network namespace, so 127.0.0.1 is this machine, not the pod).
+trust_registry() {
+  [[ ${1:-} =~ ^[A-Za-z0-9.-]+:[0-9]+$ ]] || die "trust-registry: want HOST:PORT, got '${1:-}'"
+  mkdir -p "$DIR/etc/certs.d/$1"
+  cat >"$DIR/etc/certs.d/$1/hosts.toml" <<EOF
+server = "http://$1"
+[host."http://$1"]
+  capabilities = ["pull", "resolve"]
+EOF
+  log "containerd pulls $1 over plain HTTP ($DIR/etc/certs.d/$1/hosts.toml)"
+}
+
 case ${1:-} in
   up) up ;;
+  trust-registry)
+    shift
+    trust_registry "$@"
+    ;;
   down) down ;;
   status) status ;;
   import)

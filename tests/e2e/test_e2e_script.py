@@ -336,6 +336,8 @@ def test_dry_run_checks_each_verdict_in_order(dry_run: list[str]) -> None:
         ("a predictor-clients namespace reaches gRPC: open", "== 0"),
         ("another namespace does not reach gRPC: blocked", "== 1"),
         ("only inference.metrics.from scrapes: blocked", "== 1"),
+        ("training reaches S3: open", "== 0"),
+        ("a test pod does not reach S3: blocked", "== 1"),
         ("one storage container per release", "== 2"),
         ("the housing-staging predictor fetches from its own MLflow", "=="),
         ("the housing-prod predictor fetches from its own MLflow", "=="),
@@ -731,7 +733,7 @@ case "$line" in
     echo "${STUB_HOOK_LOG:-error: the training of identity 0123456789abcdef failed: no data/missing.csv.dvc}" ;;
   "kubectl get pod e2e-np-"*"exitCode}"*)
     want=1
-    case $3 in *-client-mlflow | *-clients-predictor | *-clients-grpc) want=0 ;; esac
+    case $3 in *-client-mlflow | *-clients-predictor | *-clients-grpc | *-training-s3) want=0 ;; esac
     [[ ${STUB_OPEN_PROBE:-} == "$3" ]] && want=0
     echo "$want" ;;
   *"state.terminated.exitCode}"*) echo "${STUB_HOOK_EXIT:-}" ;;

@@ -17,8 +17,9 @@ import pytest
 from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render, run_dry_run
 
 CLUSTER = ROOT / "ci" / "cluster"
-# The images are built before the cluster starts (it imports them); no cert-manager; the rest is shared.
-LOCAL_PHASES = ["preflight", "images", "cluster", "kserve", "s3", *PHASES[PHASES.index("seed") :]]
+# The images are built before the cluster starts (it imports them) and published to a loopback registry; no
+# cert-manager; the rest is shared.
+LOCAL_PHASES = ["preflight", "images", "publish", "cluster", "kserve", "s3", *PHASES[PHASES.index("seed") :]]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +33,13 @@ def test_local_dry_run_walks_its_phases_in_order(local_dry_run: list[str]) -> No
 
 
 def test_local_path_needs_no_registry(local_dry_run: list[str]) -> None:
-    """No kind, no OCI chart, no pull: everything comes from the Go module proxy, PyPI or Debian."""
+    """No kind, no outside OCI chart, no pull: everything comes from the Go module proxy, PyPI or Debian; the
+    only registry is the one the run starts on loopback (phase publish)."""
     commands = _commands(_main_run(local_dry_run))
     joined = "\n".join(commands)
-    assert not re.search(r"^kind |oci://|docker pull|cert-manager", joined, re.MULTILINE), joined
+    assert not re.search(r"^kind |oci://(?!127\.0\.0\.1:)|docker pull|cert-manager", joined, re.MULTILINE), (
+        joined
+    )
     assert "ci/cluster/cluster.sh up" in joined
     assert "ci/cluster/kserve.sh" in joined
     assert commands[-1] == "ci/cluster/cluster.sh down"
@@ -179,3 +183,23 @@ def test_values_local_swaps_only_what_a_registry_would_give() -> None:
     assert policies == {"Never"}
     # The stand-in keeps the official image's user: the chart's securityContext is unchanged.
     assert pg["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 70
+
+
+def test_local_prod_installs_the_signed_chart_by_digest(local_dry_run: list[str]) -> None:
+    """publish (signed, verified) -> containerd trusts the loopback registry -> prod installs from oci:// with the
+    digests publish.sh wrote, and checks what the pods run."""
+    commands = _commands(_main_run(local_dry_run))
+
+    def find(pattern: str) -> int:
+        return next(i for i, c in enumerate(commands) if re.search(pattern, c))
+
+    publish = find(r"^(timeout \S+ )?env COSIGN_PASSWORD= ci/publish\.sh ")
+    verify = find(r"^(timeout \S+ )?ci/verify\.sh ")
+    trust = find(r"^ci/cluster/cluster\.sh trust-registry 127\.0\.0\.1:\d+$")
+    install = find(r"^helm install housing oci://127\.0\.0\.1:\d+/")
+    assert publish < verify < trust < install
+    assert "--images" in commands[publish] and "--plain-http" in commands[publish]
+    line = commands[install]
+    assert "/charts/housing-mlops --version " in line
+    assert line.index("-f values/local.yaml") < line.index("/digests.yaml")
+    assert "--set global.image.pullPolicy=IfNotPresent" in line
