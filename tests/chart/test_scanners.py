@@ -189,3 +189,14 @@ def test_prod_renders_every_image_by_digest(tmp_path: Path):
     print(f"prod: {len(refs)} image references, {len(set(refs))} distinct")
     assert len(set(refs)) >= 4
     assert [r for r in refs if "@sha256:" not in r] == []
+
+
+def test_prod_pins_one_digest_per_repository(tmp_path: Path):
+    """Where two components run the same image (the jobs image: training, hooks, tests, storage initializer),
+    values/prod.yaml pins them to the same digest."""
+    digests: dict[str, set[str]] = {}
+    for ref in images(rendered("prod", tmp_path)):
+        repository, _, digest = ref.partition("@")
+        digests.setdefault(repository, set()).add(digest)
+    assert {r: d for r, d in digests.items() if len(d) > 1} == {}
+    assert len(digests) == 4  # postgres, mlflow, jobs, serving
