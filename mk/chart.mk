@@ -3,7 +3,7 @@ TOOLS_DIR := $(CURDIR)/.tools
 HELM := $(TOOLS_DIR)/bin/helm
 export HELM_PLUGINS := $(TOOLS_DIR)/helm-plugins
 
-.PHONY: tools chart-test chart-docs
+.PHONY: tools chart-test chart-docs ct-lint
 
 TEST_DEPS += tools
 
@@ -12,6 +12,9 @@ tools: ## install pinned helm, kubectl and the helm-unittest plugin into .tools/
 
 chart-test: venv tools ## helm-unittest, lint, schema + CRD validation, CLI contract
 	$(BIN)/pytest tests/chart
+
+ct-lint: venv tools ## ct lint's checks (ci/ct/): version bump vs main, Chart.yaml schema, yamllint, helm lint per ci/ values
+	$(BIN)/python tests/chart/ct_lint.py
 
 chart-docs: venv ## regenerate charts/housing-mlops/README.md from values.yaml
 	$(BIN)/python tests/chart/values_doc.py --write
