@@ -16,5 +16,5 @@ chart-test: venv tools ## helm-unittest, lint, schema + CRD validation, CLI cont
 ct-lint: venv tools ## ct lint's checks (ci/ct/): version bump vs main, Chart.yaml schema, yamllint, helm lint per ci/ values
 	$(BIN)/python tests/chart/ct_lint.py
 
-chart-docs: venv ## regenerate charts/housing-mlops/README.md from values.yaml
-	$(BIN)/python tests/chart/values_doc.py --write
+chart-docs: tools ## regenerate charts/housing-mlops/README.md with helm-docs (README.md.gotmpl + values.yaml)
+	$(TOOLS_DIR)/bin/helm-docs --chart-search-root charts --chart-to-generate charts/housing-mlops --sort-values-order file --ignore-non-descriptions

@@ -344,10 +344,9 @@ policyTypes: ["Ingress", "Egress"]
 egress:
   {{- if .to }}
   - to:
-      {{- toYaml $e.dns | nindent 6 }}
+      {{- toYaml $e.dns.to | nindent 6 }}
     ports:
-      - {port: 53, protocol: UDP}
-      - {port: 53, protocol: TCP}
+      {{- toYaml $e.dns.ports | nindent 6 }}
   {{- end }}
   {{- range .to }}
   {{- if eq . "mlflow" }}
