@@ -16,26 +16,10 @@
 # COSIGN=, DOCKER=.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPT=publish.sh
+# shellcheck source=ci/oci.sh
+source "$(dirname "${BASH_SOURCE[0]}")/oci.sh"
 CHART_DIR="$ROOT/charts/housing-mlops"
-CHART_NAME="housing-mlops"
-IMAGES=(mlflow jobs serving)
-
-die() {
-  echo "publish.sh: error: $*" >&2
-  exit 1
-}
-log() { echo "publish.sh: $*" >&2; }
-
-tool() { # tool NAME: the pinned binary in .tools/bin, else the one on PATH
-  if [[ -x "$ROOT/.tools/bin/$1" ]]; then
-    echo "$ROOT/.tools/bin/$1"
-  elif command -v "$1" >/dev/null 2>&1; then
-    command -v "$1"
-  else
-    die "$1 not found (run \`make tools\`)"
-  fi
-}
 
 usage() {
   sed -n '4,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -59,8 +43,7 @@ while (($#)); do
 done
 [[ -n "$REGISTRY" ]] || die "--registry HOST:PORT[/PREFIX] is required"
 [[ -n "$KEY" ]] || die "--key COSIGN_KEY is required"
-REGISTRY="${REGISTRY%/}"
-REGISTRY="${REGISTRY#oci://}"
+REGISTRY="$(registry_ref "$REGISTRY")"
 [[ -f "$KEY" && -r "$KEY" ]] || die "cosign key file not found or unreadable: $KEY"
 export COSIGN_PASSWORD="${COSIGN_PASSWORD-}"
 
@@ -72,15 +55,7 @@ if [[ -z "${HELM_PLUGINS:-}" && -d "$ROOT/.tools/helm-plugins" ]]; then
 fi
 
 HOST="${REGISTRY%%/*}"
-helm_flags=() crane_flags=() cosign_flags=()
-if ((PLAIN_HTTP)); then
-  scheme=http
-  helm_flags=(--plain-http)
-  crane_flags=(--insecure)
-  cosign_flags=(--allow-http-registry=true)
-else
-  scheme=https
-fi
+plain_http_flags "$PLAIN_HTTP"
 
 # 1. the registry must answer the distribution API (200, or 401 when it wants `helm registry login`)
 code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$scheme://$HOST/v2/" 2>/dev/null)" || code=000

@@ -18,25 +18,9 @@
 # Exit status: 0 when every signature checks, 1 otherwise.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CHART_NAME="housing-mlops"
-IMAGES=(mlflow jobs serving)
-
-die() {
-  echo "verify.sh: error: $*" >&2
-  exit 1
-}
-log() { echo "verify.sh: $*" >&2; }
-
-tool() {
-  if [[ -x "$ROOT/.tools/bin/$1" ]]; then
-    echo "$ROOT/.tools/bin/$1"
-  elif command -v "$1" >/dev/null 2>&1; then
-    command -v "$1"
-  else
-    die "$1 not found (run \`make tools\`)"
-  fi
-}
+SCRIPT=verify.sh
+# shellcheck source=ci/oci.sh
+source "$(dirname "${BASH_SOURCE[0]}")/oci.sh"
 
 usage() {
   sed -n '4,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -62,18 +46,13 @@ while (($#)); do
 done
 [[ -n "$REGISTRY" ]] || die "--registry HOST:PORT[/PREFIX] is required"
 [[ -n "$KEY" ]] || die "--key COSIGN_PUB is required"
-REGISTRY="${REGISTRY%/}"
-REGISTRY="${REGISTRY#oci://}"
+REGISTRY="$(registry_ref "$REGISTRY")"
 [[ -f "$KEY" && -r "$KEY" ]] || die "cosign public key not found or unreadable: $KEY"
 [[ -z "$PUBLISHED" || -f "$PUBLISHED" ]] || die "published file not found: $PUBLISHED"
 
 CRANE="${CRANE:-$(tool crane)}"
 COSIGN="${COSIGN:-$(tool cosign)}"
-crane_flags=() cosign_flags=()
-if ((PLAIN_HTTP)); then
-  crane_flags=(--insecure)
-  cosign_flags=(--allow-http-registry=true)
-fi
+plain_http_flags "$PLAIN_HTTP"
 
 # (tag ref, expected digest or "") pairs to verify
 refs=() expected=()
