@@ -20,9 +20,8 @@ ALLOWED = (
     r"global\.s3\.(endpoint|existingSecret)",
     r"postgresql\.persistence\.(storageClass|size)",
     r"(postgresql|mlflow|training|inference)\.resources\.requests\.(cpu|memory)",
-    # this cluster's own S3 store, API server and CoreDNS port, in place of AWS's and EKS's
+    # this cluster's own S3 store and API server, in place of AWS's and EKS's addresses
     r"global\.networkPolicy\.egress\.(s3|apiServer)\.(to|ports)",
-    r"global\.networkPolicy\.egress\.dns\.ports",
     # images loaded by tag (the local provider then pins them by the digests its registry gave: digests.yaml)
     r"(mlflow|training|promotion|tests|inference|inference\.storageContainer)\.image\.digest",
 )

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render, run_dry_run
 
@@ -183,6 +184,24 @@ def test_values_local_swaps_only_what_a_registry_would_give() -> None:
     assert policies == {"Never"}
     # The stand-in keeps the official image's user: the chart's securityContext is unchanged.
     assert pg["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 70
+
+
+def test_values_local_allows_dns_on_the_port_coredns_listens_on() -> None:
+    """Egress policies match the DNS pod after the kube-dns Service's NAT: the port is CoreDNS's containerPort."""
+    addon = [d for d in yaml.safe_load_all((CLUSTER / "addons" / "coredns.yaml").read_text()) if d]
+    deploy = next(d for d in addon if d["kind"] == "Deployment")
+    listens = {
+        (p["containerPort"], p["protocol"])
+        for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert listens == {(1053, "UDP"), (1053, "TCP")}
+    docs = _render("values/prod.yaml", "ci/overlays/prod.yaml", "values/local.yaml")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"].get("egress")]
+    assert len(policies) >= 5  # MLflow, training, promotion, predictor, test pods (PostgreSQL: no egress)
+    for policy in policies:
+        dns = policy["spec"]["egress"][0]
+        assert dns["to"][0]["podSelector"]["matchLabels"] == deploy["spec"]["template"]["metadata"]["labels"]
+        assert {(p["port"], p["protocol"]) for p in dns["ports"]} == listens, policy["metadata"]["name"]
 
 
 def test_local_prod_installs_the_signed_chart_by_digest(local_dry_run: list[str]) -> None:
