@@ -559,24 +559,35 @@ stop_registry() {
   REGISTRY_PID=""
 }
 
-# expect_images_by_digest: every container of the release's pods in $NS runs one of our images from the registry,
-# by digest, and the node pulled exactly that digest (imageID); the PostgreSQL stand-in is imported, never pulled.
+# expect_images_by_digest: every container of the release's pods in $NS (init containers too) asks for one of our
+# images from the registry by digest, and what the node runs (imageID) is one of the digests publish.sh pushed.
+# Not .status...image: containerd reports there the first name it knows the content by (the tag imported for the
+# earlier phases), whatever the pod asked for. The PostgreSQL stand-in is imported, never pulled.
 expect_images_by_digest() {
-  local pods image id n=0
-  pods=$(capture "" kubectl get pods -n "$NS" -l "app.kubernetes.io/instance=$RELEASE" \
-    -o 'jsonpath={range .items[*]}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}') || return 1
-  pods+=$'\n'$(capture "" kubectl get pods -n "$NS" -l "serving.kserve.io/inferenceservice=$ISVC" \
-    -o 'jsonpath={range .items[*]}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}') || return 1
+  local selector image id published n=0 m=0
+  local specs='{range .items[*]}{range .spec.initContainers[*]}{.image}{"\n"}{end}{range .spec.containers[*]}{.image}{"\n"}{end}{end}'
+  local ids='{range .items[*]}{range .status.initContainerStatuses[*]}{.image} {.imageID}{"\n"}{end}{range .status.containerStatuses[*]}{.image} {.imageID}{"\n"}{end}{end}'
+  local wanted="" ran=""
+  for selector in "app.kubernetes.io/instance=$RELEASE" "serving.kserve.io/inferenceservice=$ISVC"; do
+    wanted+=$(capture "" kubectl get pods -n "$NS" -l "$selector" -o "jsonpath=$specs")$'\n' || return 1
+    ran+=$(capture "" kubectl get pods -n "$NS" -l "$selector" -o "jsonpath=$ids")$'\n' || return 1
+  done
   ((DRY_RUN)) && return 0
-  while read -r image id; do
-    [[ -n $image ]] || continue
-    [[ $image == *postgres-standin* ]] && continue
+  published=$(awk '$1 == "image" {sub(/.*@/, "", $3); print $3}' "$PUBLISH_DIR/published.txt")
+  [[ -n $published ]] || die "no image digests in $PUBLISH_DIR/published.txt"
+  while read -r image; do
+    [[ -n $image && $image != *postgres-standin* ]] || continue
     n=$((n + 1))
-    [[ $image == "$REGISTRY_ADDR/"*"@sha256:"* ]] || die "$image: not from $REGISTRY_ADDR by digest"
-    [[ $id == *"@${image#*@}" ]] || die "$image: the node runs $id"
-  done <<<"$pods"
-  ((n > 0)) || die "no container of $RELEASE found in $NS"
-  say "check: $n containers in $NS run their image from $REGISTRY_ADDR by digest, as pulled"
+    [[ $image == "$REGISTRY_ADDR/"*"@sha256:"* ]] || die "a container asks for $image: not from $REGISTRY_ADDR by digest"
+    grep -qxF "${image##*@}" <<<"$published" || die "a container asks for $image: not a digest publish.sh pushed"
+  done <<<"$wanted"
+  while read -r image id; do
+    [[ -n $image && $image != *postgres-standin* ]] || continue
+    m=$((m + 1))
+    grep -qxF "${id##*@}" <<<"$published" || die "a container of $image runs $id: not a digest publish.sh pushed"
+  done <<<"$ran"
+  ((n > 0 && m > 0)) || die "no container of $RELEASE found in $NS"
+  say "check: $n containers in $NS ask for their image from $REGISTRY_ADDR by digest; the $m running run those digests"
 }
 
 # --- the run ------------------------------------------------------------------------------------------------
