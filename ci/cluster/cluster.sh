@@ -274,6 +274,12 @@ imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
 serializeImagePulls: false
 maxPods: 60
+# 1.35 re-checks pull credentials (KubeletEnsureSecretPulledImages, beta): once the kubelet has pulled an image
+# (prod pulls ours by digest from the e2e's registry), pods asking for the same content by the imported tag with
+# pullPolicy Never got ErrImageNeverPull. The images ctr import loaded are ours by design: exempt them, and
+# only them (the default policy treats an image as preloaded only until the kubelet pulls it).
+imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages
+preloadedImagesVerificationAllowlist: ["housing-mlops/*", "docker.io/housing-mlops/*"]
 EOF
   cat >"$DIR/etc/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
