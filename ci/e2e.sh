@@ -103,21 +103,35 @@ lines = [l for l in text.splitlines() if l.startswith("model_infer_request_succe
 print("\n".join(lines) or "no model_infer_request_success_total in " + sys.argv[1])
 sys.exit(0 if lines and sum(float(l.rsplit(" ", 1)[1]) for l in lines) > 0 else 1)'
 PROBE_PY='import socket, sys, time
+# HOST PORT [WANT [HOLD [WITHIN]]]: exit 0 open, 1 blocked, 2 unresolved. WANT=open: connected once within WITHIN s
+# (20). WANT=blocked: refused or dropped for HOLD s in a row (20) within WITHIN s (60): a pod may start before its
+# own policy applies (Kubernetes allows it; kube-router programs a new pod a moment later), so a success resets it.
 host, port = sys.argv[1], int(sys.argv[2])
+want = sys.argv[3] if len(sys.argv) > 3 else "open"
+hold = float(sys.argv[4]) if len(sys.argv) > 4 else 20
+within = float(sys.argv[5]) if len(sys.argv) > 5 else (60 if want == "blocked" else 20)
 try:
     addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4]
 except OSError as exc:
     print(f"{host}: does not resolve: {exc}"); sys.exit(2)
-deadline = time.monotonic() + 20
+start, failing_since, seen_open = time.monotonic(), None, False
 while True:
     try:
         socket.create_connection(addr[:2], timeout=5).close()
-        break
+        if want != "blocked":
+            print(f"{host}:{port} open"); sys.exit(0)
+        failing_since, seen_open = None, True
     except OSError as exc:
-        if time.monotonic() >= deadline:
-            print(f"{host}:{port} blocked for 20 s: {exc}"); sys.exit(1)
-        time.sleep(1)
-print(f"{host}:{port} open")'
+        now = time.monotonic()
+        failing_since = now if failing_since is None else failing_since
+        if want != "blocked" and now - start >= within:
+            print(f"{host}:{port} blocked for {within:.0f} s: {exc}"); sys.exit(1)
+        if want == "blocked" and now - failing_since >= hold:
+            note = " (open at first: the policy came a moment after the pod)" if seen_open else ""
+            print(f"{host}:{port} blocked for {hold:.0f} s{note}: {exc}"); sys.exit(1)
+    if failing_since is None and time.monotonic() - start >= within:
+        print(f"{host}:{port} open (still after {within:.0f} s)"); sys.exit(0)
+    time.sleep(1)'
 # Every registered version, its training identity (lifecycle.py; "-" for scheduled runs) and dataset md5: one
 # line each, "VERSION IDENTITY MD5".
 VERSIONS_PY='from mlflow import MlflowClient
@@ -405,11 +419,12 @@ infer() { # infer TAG: the predictor answers the V2 request with a sane price
   jobs_pod "e2e-infer-$1" infer --url "$url"
 }
 
-# probe_start NAME NAMESPACE LABELS HOST PORT: a pod (LABELS, restricted) that connects to HOST:PORT (PROBE_PY)
+# probe_start NAME NAMESPACE LABELS HOST PORT WANT: a pod (LABELS, restricted) that connects to HOST:PORT until it
+# sees WANT (open|blocked) or its time is up (PROBE_PY)
 probe_start() {
   run kubectl run "$1" -n "$2" --image="$JOBS_IMAGE" --image-pull-policy=Never --restart=Never \
     --labels="$E2E_LABEL${3:+,$3}" --override-type=strategic --overrides="$(restricted_overrides "$1")" --command -- \
-    python3 -c "$PROBE_PY" "$4" "$5"
+    python3 -c "$PROBE_PY" "$4" "$5" "$6"
 }
 
 # probe_expect NAME NAMESPACE WANT WHAT: the probe pod ended as WANT (open: exit 0; blocked: exit 1)
@@ -1072,8 +1087,8 @@ PROBES=( # name namespace labels host port want what
   "e2e-np-tests-s3 $NS $POD_LABELS_TESTS minio.$NS 9000 blocked a_test_pod_does_not_reach_S3"
 )
 for probe in "${PROBES[@]}"; do
-  read -r name ns labels host port _ _ <<<"$probe"
-  probe_start "$name" "$ns" "${labels#-}" "$host" "$port"
+  read -r name ns labels host port want _ <<<"$probe"
+  probe_start "$name" "$ns" "${labels#-}" "$host" "$port" "$want"
 done
 for probe in "${PROBES[@]}"; do
   read -r name ns _ _ _ want what <<<"$probe"

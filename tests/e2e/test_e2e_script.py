@@ -18,6 +18,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -1096,3 +1097,43 @@ def test_the_network_probe_tells_open_blocked_and_unresolved_apart() -> None:
         ["python3", "-c", probe, "no-such-host.invalid", "80"], capture_output=True, text=True
     )
     assert unresolved.returncode == 2 and "does not resolve" in unresolved.stdout
+
+
+def _probe_blocked(port: int, hold: str = "2", within: str = "4") -> subprocess.CompletedProcess[str]:
+    match = re.search(r"^PROBE_PY='(.*?)'$", _script_text(), re.MULTILINE | re.DOTALL)
+    assert match
+    args = ["python3", "-c", match.group(1), "127.0.0.1", str(port), "blocked", hold, within]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def test_a_blocked_probe_waits_for_the_policy_of_a_new_pod() -> None:
+    """WANT=blocked (egress of the probe pod itself): a success first is a pod its policy does not cover yet;
+    blocked means refused HOLD s in a row; never blocked within WITHIN s means open."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        refused = _probe_blocked(unused.getsockname()[1])
+    assert (
+        refused.returncode == 1 and "blocked for 2 s" in refused.stdout and "at first" not in refused.stdout
+    )
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        still_open = _probe_blocked(server.getsockname()[1])
+    assert still_open.returncode == 0 and "open (still after 4 s)" in still_open.stdout
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def accept_once_then_close() -> None:  # the policy arrives after the first connection
+        conn, _ = server.accept()
+        conn.close()
+        server.close()
+
+    closer = threading.Thread(target=accept_once_then_close)
+    closer.start()
+    late = _probe_blocked(port, within="10")
+    closer.join(timeout=10)
+    assert late.returncode == 1 and "open at first" in late.stdout, late.stdout
