@@ -1127,6 +1127,7 @@ if ((DRY_RUN)); then
 fi
 trap - EXIT
 delete_cluster
+stop_registry
 phase_done
 write_timings passed
 echo "e2e: PASSED ${#PHASES_RUN[@]} phases (${PHASES_RUN[*]}; timings: $WORKDIR/timings.json)"
