@@ -5,7 +5,6 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART_NAME="housing-mlops"
 IMAGES=(mlflow jobs serving) # housing-mlops/<name>:<appVersion>, built by images/build.sh
-export ROOT CHART_NAME
 
 die() {
   echo "$SCRIPT: error: $*" >&2
