@@ -27,11 +27,13 @@ INFER = f"/v2/models/{MODEL}/infer"
 
 
 def rows(n: int) -> list[dict]:
-    """n rows of the real data when it is here, else of the synthetic one (features only)."""
+    """n complete rows (JSON has no NaN) of the real data when it is here, else of the synthetic one."""
     import pandas as pd
 
-    frame = pd.read_csv(REAL_CSV, nrows=n) if REAL_CSV.is_file() else synthetic_dataset(n)
-    return frame[FEATURES].to_dict(orient="records")
+    frame = pd.read_csv(REAL_CSV, nrows=2 * n) if REAL_CSV.is_file() else synthetic_dataset(2 * n)
+    complete = frame[FEATURES].dropna().head(n)
+    assert len(complete) == n, f"only {len(complete)} complete rows of {2 * n}"
+    return complete.to_dict(orient="records")
 
 
 def json_prices(url: str, batch: list[dict]) -> list[float]:
