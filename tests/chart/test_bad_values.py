@@ -91,6 +91,11 @@ CASES: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         ("/global/gate/direction",),
     ),
     "unknown sslmode": ("bad enum", values(global__database__sslMode="on"), ("/global/database/sslMode",)),
+    "PDB eviction policy misspelt": (
+        "bad enum",
+        values(mlflow__pdb__enabled=True, mlflow__pdb__unhealthyPodEvictionPolicy="Always"),
+        ("/mlflow/pdb/unhealthyPodEvictionPolicy",),
+    ),
     "unknown URI mode": (
         "bad enum",
         values(inference__model__uriMode="latest"),
