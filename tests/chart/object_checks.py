@@ -3,9 +3,11 @@
 kube-linter (golang.stackrox.io/kube-linter) is not served by the Go module proxy here, so it cannot be pinned
 and run (tests/chart/test_scanners.py runs checkov and kube-score). Its default checks are covered as follows:
 
-- by checkov (CKV_K8S_*): docker-sock, drop-net-raw-capability, env-var-secret, host-ipc, host-network,
-  host-pid, latest-tag, no-read-only-root-fs, privilege-escalation-container, privileged-container,
-  run-as-non-root, unset-cpu-requirements, unset-memory-requirements;
+- by checkov: docker-sock (CKV_K8S_27), drop-net-raw-capability (28), host-ipc (3), host-network (19),
+  host-pid (17), latest-tag (14), no-read-only-root-fs (22), privilege-escalation-container (20),
+  privileged-container (16), run-as-non-root (23), unset-cpu-requirements (10, 11: no CPU limits is a skip
+  with its reason in the chart), unset-memory-requirements (12, 13);
+- by tests/chart/test_security.py: env-var-secret (no secret value anywhere but in a Secret);
 - by kube-score: dangling-service (service-targets-pod), no-anti-affinity (deployment-has-host-podantiaffinity);
 - by kubernetes-validate (tests/chart/test_validate.py): no-extensions-v1beta (removed APIs do not validate);
 - here, by name: deprecated-service-account-field, duplicate-env-var, invalid-target-ports, liveness-port,
