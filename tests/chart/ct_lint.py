@@ -31,6 +31,7 @@ TOOLS = ROOT / ".tools"
 CT = TOOLS / "bin" / "ct"
 # ct finds helm, git, yamllint and yamale on PATH
 PATH_DIRS = (TOOLS / "bin", TOOLS / "scanners" / "bin")
+NEEDED = (CT, TOOLS / "bin" / "helm", *(TOOLS / "scanners" / "bin" / name for name in ("yamllint", "yamale")))
 
 
 def log(message: str) -> None:
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIG, help="ct config (default: ci/ct/ct.yaml)")
     parser.add_argument("--target-branch", help="branch to compare versions against (default: the config's)")
     args = parser.parse_args(argv)
-    for tool in (CT, *(d / name for d, name in zip(PATH_DIRS, ("helm", "yamllint"), strict=True))):
+    for tool in NEEDED:
         if not tool.exists():
             print(f"ct-lint: {tool} missing: run `make tools`", file=sys.stderr)
             return 2

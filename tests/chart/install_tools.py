@@ -44,8 +44,12 @@ class GoTool(NamedTuple):
     package: str
     version_cmd: tuple[str, ...]  # run after the build ...
     want: str  # ... and its output must contain this
-    # release builds stamp their version through the linker; without it a tool reports "unreleased"
+    # release builds stamp their version through the linker (without it a tool reports "unreleased");
+    # "{version}" stands for `version`
     ldflags: str = ""
+
+    def build_ldflags(self) -> str:
+        return self.ldflags.format(version=self.version)
 
 
 GO_TOOLS: dict[str, GoTool] = {
@@ -55,7 +59,7 @@ GO_TOOLS: dict[str, GoTool] = {
         "./ct",
         ("version",),
         "v3.14.0",
-        "-X github.com/helm/chart-testing/v3/ct/cmd.Version=v3.14.0",
+        "-X github.com/helm/chart-testing/v3/ct/cmd.Version={version}",
     ),
     "helm-docs": GoTool(
         "github.com/norwoodj/helm-docs", "v1.14.2", "./cmd/helm-docs", ("--help",), "chart-search-root"
@@ -74,7 +78,10 @@ STAMP = {
     "helm": HELM_VERSION,
     "kubectl": KUBECTL_VERSION,
     "helm-unittest": HELM_UNITTEST_VERSION,
-    **{name: " ".join(filter(None, (f"{t.module}@{t.version}", t.ldflags))) for name, t in GO_TOOLS.items()},
+    **{
+        name: " ".join(filter(None, (f"{t.module}@{t.version}", t.build_ldflags())))
+        for name, t in GO_TOOLS.items()
+    },
     "scanners": "",  # filled with the lock's content hash in main()
 }
 
@@ -146,24 +153,33 @@ def go_module_source(mod: str, dest: Path) -> None:
 
 
 def install_go_tool(bindir: Path, name: str) -> None:
-    mod, version, package, version_cmd, want, ldflags = GO_TOOLS[name]
+    tool = GO_TOOLS[name]
     if shutil.which("go") is None:
         sys.exit(f"tools: Go is needed to build {name} (https://go.dev/dl)")
-    log(f"go build {mod}@{version} {package} -> {name}")
+    log(f"go build {tool.module}@{tool.version} {tool.package} -> {name}")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        go_module_source(f"{mod}@{version}", src)
+        go_module_source(f"{tool.module}@{tool.version}", src)
         bindir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(bindir / name), package],
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                tool.build_ldflags(),
+                "-o",
+                str(bindir / name),
+                tool.package,
+            ],
             check=True,
             cwd=src,
             env={**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"},
         )
-    out = subprocess.run([str(bindir / name), *version_cmd], capture_output=True, text=True, check=False)
-    if out.returncode != 0 or want not in out.stdout + out.stderr:
-        sys.exit(f"tools: {name} {' '.join(version_cmd)} gave {out.stdout}{out.stderr!r}")
-    log(f"{name} {version}")
+    out = subprocess.run([str(bindir / name), *tool.version_cmd], capture_output=True, text=True, check=False)
+    if out.returncode != 0 or tool.want not in out.stdout + out.stderr:
+        sys.exit(f"tools: {name} {' '.join(tool.version_cmd)} gave {out.stdout}{out.stderr!r}")
+    log(f"{name} {tool.version}")
 
 
 def install_scanners(root: Path) -> None:

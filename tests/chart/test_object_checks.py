@@ -14,6 +14,8 @@ from .object_checks import lint
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 PROD = ROOT / "values" / "prod.yaml"
+# renders the ServiceMonitor too (off by default), so that its checks have something to read
+MONITOR_ON = "inference.metrics.serviceMonitor.enabled=true"
 
 
 def objects(values: Path = PROD, *sets: str) -> list[dict]:
@@ -32,7 +34,7 @@ def pod_spec(obj: dict) -> dict:
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=values_id)
 def test_no_finding(values: Path):
-    objs = objects(values, "inference.metrics.serviceMonitor.enabled=true")
+    objs = objects(values, MONITOR_ON)
     findings = [str(f) for f in lint(objs)]
     print(f"{values_id(values)}: {len(objs)} objects, {len(findings)} findings")
     assert findings == []
@@ -40,7 +42,7 @@ def test_no_finding(values: Path):
 
 def test_prod_has_what_the_checks_read():
     """The checks below are not vacuous on prod: it renders every kind they look across."""
-    kinds = {o["kind"] for o in objects(PROD, "inference.metrics.serviceMonitor.enabled=true")}
+    kinds = {o["kind"] for o in objects(PROD, MONITOR_ON)}
     assert {"NetworkPolicy", "PodDisruptionBudget", "Ingress", "ServiceMonitor", "Service"} <= kinds
     assert {"Deployment", "StatefulSet", "Job", "Pod", "InferenceService", "ServingRuntime"} <= kinds
 
@@ -192,7 +194,7 @@ BREAKS: dict[str, tuple[Callable[[list[dict]], None], str, str]] = {
 @pytest.mark.parametrize("case", BREAKS)
 def test_each_check_fires(case: str):
     breaker, where, words = BREAKS[case]
-    objs = objects(PROD, "inference.metrics.serviceMonitor.enabled=true")
+    objs = objects(PROD, MONITOR_ON)
     breaker(objs)
     findings = [str(f) for f in lint(objs)]
     check = case.split()[0]
