@@ -772,7 +772,7 @@ E2E_TIMINGS = Path(__file__).resolve().parents[1] / ".local" / "e2e" / "timings.
 
 
 def cluster_timings(path: Path = E2E_TIMINGS) -> dict | None:
-    """The latest `make e2e-local` / `make e2e` run's phase times (ci/e2e.sh writes them), if there is one."""
+    """The latest `make e2e-local` / `make e2e` run's phase times (tests/cluster writes them), if there is one."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -788,7 +788,7 @@ def cluster_section(timings: dict | None) -> list[str]:
     return [
         "## The chart on a cluster (the latest e2e run)",
         "",
-        f"`ci/e2e.sh --provider {timings.get('provider')}` finished {timings.get('finished')}: "
+        f"The cluster e2e (`--provider {timings.get('provider')}`) finished {timings.get('finished')}: "
         f"**{timings.get('result')}** in {timings.get('total_s')} s. "
         f"helm install → `helm test` green: {install_to_test} s (goal ≤ 300 s with images imported).",
         "",

@@ -1,7 +1,7 @@
-"""The local cluster provider (ci/cluster/) and `ci/e2e.sh --provider local`, checked without a cluster.
+"""The local cluster provider (ci/cluster/) and `ci/e2e-setup.sh --provider local`, checked without a cluster.
 
-The real run is `make e2e-local` (CI runs it after `make test`); these tests pin what it is made of: the phase
-order, no registry in its path, pins in one file, the KServe manifest adaptation, the values overlay.
+The real run is `make e2e-local` (CI runs it after `make test`); these tests pin what it is made of: no outside
+registry in its path, pins in one file, the KServe manifest adaptation, the values overlay, the signed publish.
 """
 
 from __future__ import annotations
@@ -15,49 +15,71 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .test_e2e_script import PHASES, ROOT, SCRIPT, _commands, _main_run, _render, run_dry_run
+from .test_environments import ROOT, render
 
 CLUSTER = ROOT / "ci" / "cluster"
-# The images are built before the cluster starts (it imports them) and published to a loopback registry; no
-# cert-manager; the rest is shared.
-LOCAL_PHASES = ["preflight", "images", "publish", "cluster", "kserve", "s3", *PHASES[PHASES.index("seed") :]]
+SCRIPT = ROOT / "ci" / "e2e-setup.sh"
 
 
-@pytest.fixture(scope="module")
-def local_dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    return run_dry_run(tmp_path_factory, "--provider", "local")
+def local_up() -> str:
+    """The local provider's `up` steps in ci/e2e-setup.sh (the branch the kind path's `else` closes)."""
+    match = re.search(
+        r"^if \[\[ \$PROVIDER == local \]\]; then\n  step preflight(.*?)^else\n  step preflight",
+        SCRIPT.read_text(),
+        re.MULTILINE | re.DOTALL,
+    )
+    assert match, "no local `up` branch in ci/e2e-setup.sh"
+    return match.group(1)
 
 
-def test_local_dry_run_walks_its_phases_in_order(local_dry_run: list[str]) -> None:
-    phases = [m.group(1) for line in local_dry_run if (m := re.match(r"==> phase (\S+):", line))]
-    assert phases == LOCAL_PHASES
-
-
-def test_local_path_needs_no_registry(local_dry_run: list[str]) -> None:
+def test_local_path_needs_no_registry() -> None:
     """No kind, no outside OCI chart, no pull: everything comes from the Go module proxy, PyPI or Debian; the
-    only registry is the one the run starts on loopback (phase publish)."""
-    commands = _commands(_main_run(local_dry_run))
-    joined = "\n".join(commands)
-    assert not re.search(r"^kind |oci://(?!127\.0\.0\.1:)|docker pull|cert-manager", joined, re.MULTILINE), (
-        joined
-    )
-    assert "ci/cluster/cluster.sh up" in joined
-    assert "ci/cluster/kserve.sh" in joined
-    assert commands[-1] == "ci/cluster/cluster.sh down"
-    install = next(c for c in commands if c.startswith("helm install housing "))
-    assert "-f values/kind.yaml -f values/local.yaml" in install
+    only registry is the one `up` starts on loopback (step publish); the images are built here and imported."""
+    steps = local_up()
+    assert not re.search(
+        r"\bkind\b|oci://|docker pull|cert-manager|CERT_MANAGER|KSERVE_(CRD_)?CHART", steps
+    ), steps
+    for needed in (
+        '"$LOCAL_CLUSTER" up',
+        "ci/cluster/kserve.sh",
+        '"$LOCAL_CLUSTER" import',
+        "ci/cluster/s3.yaml",
+    ):
+        assert needed in steps, needed
+    s3 = [d for d in yaml.safe_load_all((CLUSTER / "s3.yaml").read_text()) if d]
+    images = [
+        c
+        for d in s3
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images and all(c["image"].startswith("docker.io/housing-mlops/") for c in images), images
+    assert {c.get("imagePullPolicy") for c in images} == {"Never"}
 
 
-def test_unknown_provider_is_refused() -> None:
-    result = subprocess.run(
-        [str(SCRIPT), "--provider", "minikube", "--dry-run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
+def test_local_publishes_signed_and_trusts_the_loopback_registry() -> None:
+    """publish (cosign-signed, the images too) to the registry `up` started -> the cluster's containerd trusts it
+    -> setup.env hands the address and digests.yaml's folder to the session (prod installs from oci://)."""
+    steps = local_up()
+
+    def at(pattern: str) -> int:
+        match = re.search(pattern, steps)
+        assert match, pattern
+        return match.start()
+
+    assert (
+        at(r"\n  start_registry\n")
+        < at(r"generate-key-pair")
+        < at(r"ci/publish\.sh --registry \"\$REGISTRY_ADDR\" --plain-http --images\s*\\?\s*--key ")
+        < at(r'"\$LOCAL_CLUSTER" up')
+        < at(r'"\$LOCAL_CLUSTER" trust-registry "\$REGISTRY_ADDR"')
     )
-    assert result.returncode == 2
-    assert "unknown provider 'minikube'" in result.stderr
+    assert re.search(r"^REGISTRY_ADDR=\$REGISTRY_ADDR$", SCRIPT.read_text(), re.MULTILINE)
+    assert re.search(r"^PUBLISH_DIR=\$PUBLISH_DIR$", SCRIPT.read_text(), re.MULTILINE)
+    # what the scenarios read from that folder: cosign.pub (the key pair's prefix), what publish.sh wrote
+    assert 'generate-key-pair --output-key-prefix "$PUBLISH_DIR/cosign"' in steps
+    publish = (ROOT / "ci" / "publish.sh").read_text()
+    assert "digests.yaml" in publish and "published.txt" in publish
 
 
 def test_pins_live_in_one_file() -> None:
@@ -153,8 +175,6 @@ def test_kserve_manifests_adapt_the_chart(tmp_path: Path) -> None:
 
 
 def test_kserve_manifests_cli_errors_name_the_problem(tmp_path: Path) -> None:
-    import yaml
-
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(yaml.safe_dump_all(_kserve_docs()[:2]))
     ca = tmp_path / "ca.crt"
@@ -170,7 +190,7 @@ def test_kserve_manifests_cli_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_values_local_swaps_only_what_a_registry_would_give() -> None:
-    docs = _render("values/local.yaml")
+    docs = render("values/kind.yaml", "values/local.yaml")
     pg = next(d for d in docs if d["kind"] == "StatefulSet")
     container = pg["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "docker.io/housing-mlops/postgres-standin:15"
@@ -195,30 +215,10 @@ def test_values_local_allows_dns_on_the_port_coredns_listens_on() -> None:
         for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
     }
     assert listens == {(1053, "UDP"), (1053, "TCP")}
-    docs = _render("values/prod.yaml", "ci/overlays/prod.yaml", "values/local.yaml")
+    docs = render("values/prod.yaml", "ci/overlays/prod.yaml", "values/local.yaml", namespace="housing-prod")
     policies = [d for d in docs if d["kind"] == "NetworkPolicy" and d["spec"].get("egress")]
     assert len(policies) >= 5  # MLflow, training, promotion, predictor, test pods (PostgreSQL: no egress)
     for policy in policies:
         dns = policy["spec"]["egress"][0]
         assert dns["to"][0]["podSelector"]["matchLabels"] == deploy["spec"]["template"]["metadata"]["labels"]
         assert {(p["port"], p["protocol"]) for p in dns["ports"]} == listens, policy["metadata"]["name"]
-
-
-def test_local_prod_installs_the_signed_chart_by_digest(local_dry_run: list[str]) -> None:
-    """publish (signed, verified) -> containerd trusts the loopback registry -> prod installs from oci:// with the
-    digests publish.sh wrote, and checks what the pods run."""
-    commands = _commands(_main_run(local_dry_run))
-
-    def find(pattern: str) -> int:
-        return next(i for i, c in enumerate(commands) if re.search(pattern, c))
-
-    publish = find(r"^(timeout \S+ )?env COSIGN_PASSWORD= ci/publish\.sh ")
-    verify = find(r"^(timeout \S+ )?ci/verify\.sh ")
-    trust = find(r"^ci/cluster/cluster\.sh trust-registry 127\.0\.0\.1:\d+$")
-    install = find(r"^helm install housing oci://127\.0\.0\.1:\d+/")
-    assert publish < verify < trust < install
-    assert "--images" in commands[publish] and "--plain-http" in commands[publish]
-    line = commands[install]
-    assert "/charts/housing-mlops --version " in line
-    assert line.index("-f values/local.yaml") < line.index("/digests.yaml")
-    assert "--set global.image.pullPolicy=IfNotPresent" in line

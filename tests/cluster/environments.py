@@ -1,0 +1,228 @@
+"""values/staging.yaml (with Helm 3) and values/prod.yaml, each in its own namespace with ci/overlays/<env>.yaml
+on top (the in-cluster S3 store, locally built images, a 2-core node's CPU requests). Independent of the main
+release: they need only the seeded DVC remotes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from .lib.deployed import Deployed, Served, prepare_namespace
+from .lib.helm import Helm, Outcome, Release
+from .lib.kube import E2E_LABELS, Kube
+from .lib.leftovers import leftovers, only_volume_left
+from .lib.registry import ModelVersion
+from .lib.setup import CHART, ROOT, TIMINGS, Datasets, Setup, phase
+from .lib.wait import wait_until
+from .main_release import RELEASE, provider_values
+
+STAGING_NS = "housing-staging"
+PROD_NS = "housing-prod"
+T_INSTALL = "20m"
+GONE_SECONDS = 300
+RESTRICTED_NS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+# The prod Secrets' contents (the names are values/prod.yaml's)
+E2E_MLFLOW_USER, E2E_MLFLOW_PASSWORD, E2E_DB_PASSWORD = "e2e-admin", "e2e-mlflow-password", "e2e-db-password"
+
+
+def env_values(env: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "values" / f"{env}.yaml").read_text())
+
+
+def env_args(env: str, setup: Setup) -> tuple[str, ...]:
+    return (
+        "-f",
+        str(ROOT / "values" / f"{env}.yaml"),
+        "-f",
+        str(ROOT / "ci" / "overlays" / f"{env}.yaml"),
+        *provider_values(setup),
+    )
+
+
+def uninstall_keeping_volume(d: Deployed, keep_namespace: bool = False) -> list[str]:
+    """`helm uninstall`, then nothing of the release is left but what persistence.whenDeleted=Retain keeps; the
+    namespace goes (and the volume with it) unless kept for a reinstall. Returns what was left."""
+    d.release.uninstall().check()
+    with contextlib.suppress(TimeoutError):
+        wait_until(
+            lambda: only_volume_left(leftovers(d.kube, d.ns, RELEASE), RELEASE),
+            what=f"only the retained volume of {RELEASE} is left in {d.ns}",
+            timeout=GONE_SECONDS,
+            interval=5,
+        )
+    left = leftovers(d.kube, d.ns, RELEASE)
+    if not keep_namespace:
+        d.kube.kubectl("delete", "namespace", d.ns, "--wait", "--timeout=180s")
+    return left
+
+
+@dataclass(frozen=True)
+class Staging:
+    deployed: Deployed
+    failed_install: Outcome
+    failed_install_s: float
+    failed_hook_log: str
+    served: Served
+    alias: int
+    artifact_uri: str
+    versions: list[ModelVersion]
+    left_after_uninstall: list[str]
+    reinstalled: Served
+    reinstalled_alias: int
+    reinstalled_versions: list[ModelVersion]
+    test_after_converge: Outcome
+    test_after_reinstall: Outcome
+
+
+@pytest.fixture(scope="session")
+def staging(setup: Setup, kube: Kube, helm3: Helm, datasets: Datasets) -> Staging:
+    """values/staging.yaml with Helm 3: an install whose training fails fails fast (the hook stops waiting once
+    the training failed); `helm upgrade --install` then converges (the bootstrap is decided by "no champion yet",
+    not by the verb); uninstall keeps the volume and its password; a reinstall opens the same database."""
+    with phase("staging"):
+        prepare_namespace(kube, STAGING_NS)
+        d = Deployed(Release(helm3, RELEASE, STAGING_NS, str(CHART), env_args("staging", setup)), kube, setup)
+        started = time.monotonic()
+        failed = d.release.install(
+            "--set", "training.data.path=data/missing.csv", wait=False, timeout=T_INSTALL
+        )
+        failed_s = time.monotonic() - started
+        TIMINGS.add("staging-failed-install", failed_s)
+        hook = d.release.hook_job(d.release.last_revision().revision, "post-install")
+        log = kube.kubectl("logs", "-n", STAGING_NS, f"job/{hook}", "--tail=5", check=False).stdout
+        kube.kubectl(
+            "delete", "job", hook, "-n", STAGING_NS, "--wait", "--timeout=120s"
+        )  # failed hooks are kept
+        d.release.upgrade(install=True, timeout=T_INSTALL).check()
+        served = d.wait_serving()
+        # Helm 3 deletes succeeded test pods before reading their logs: Helm 3 users run it without --logs.
+        test1 = d.release.test(logs=False)
+        with d.registry() as reg:
+            alias, versions = reg.alias(), reg.versions()
+            uri = reg.download_uri(alias)
+        d.infer("e2e-infer-staging")
+        left = uninstall_keeping_volume(d, keep_namespace=True)
+        d.release.install(timeout=T_INSTALL).check()
+        again = d.wait_serving()
+        with d.registry() as reg:
+            alias2, versions2 = reg.alias(), reg.versions()
+        test2 = d.release.test(logs=False)
+        return Staging(
+            d,
+            failed,
+            failed_s,
+            log,
+            served,
+            alias,
+            uri,
+            versions,
+            left,
+            again,
+            alias2,
+            versions2,
+            test1,
+            test2,
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    host: str
+    port: int
+    want: str  # open | blocked
+    what: str
+
+
+@dataclass(frozen=True)
+class Prod:
+    deployed: Deployed
+    privileged: Outcome | str
+    test: Outcome
+    alias: int
+    artifact_uri: str
+    served: Served
+
+
+@pytest.fixture(scope="session")
+def prod(setup: Setup, kube: Kube, helm: Helm, datasets: Datasets) -> Prod:
+    """values/prod.yaml under Pod Security `restricted`, with the Secrets prod expects (MLflow admin, database
+    password); the local provider installs the chart as published and signed, every image by digest."""
+    from lightkube import ApiError
+
+    values = env_values("prod")
+    auth_secret = values["global"]["mlflow"]["auth"]["existingSecret"]
+    db_secret = values["global"]["database"]["existingSecret"]
+    with phase("prod"):
+        prepare_namespace(kube, PROD_NS, RESTRICTED_NS)
+        for name, data in (
+            (auth_secret, {"username": E2E_MLFLOW_USER, "password": E2E_MLFLOW_PASSWORD}),
+            (db_secret, {"password": E2E_DB_PASSWORD}),
+        ):
+            kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": PROD_NS, "labels": E2E_LABELS},
+                    "stringData": data,
+                }
+            )
+        try:
+            kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "e2e-privileged", "namespace": PROD_NS},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": setup.jobs_image,
+                                "imagePullPolicy": "Never",
+                                "command": ["true"],
+                                "securityContext": {"privileged": True},
+                            }
+                        ]
+                    },
+                }
+            )
+            privileged: Outcome | str = "admitted"
+        except ApiError as exc:
+            privileged = f"refused: {exc.status.code} {exc.status.message}"
+        print(f"    a privileged pod in {PROD_NS}: {privileged}")
+        args = env_args("prod", setup)
+        if setup.provider == "local":
+            chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+            chart = f"oci://{setup.registry_addr}/charts/housing-mlops"
+            args = (
+                *args,
+                "-f",
+                str(setup.publish_dir / "digests.yaml"),
+                "--set",
+                "global.image.pullPolicy=IfNotPresent",
+                "--version",
+                chart_version,
+                "--plain-http",
+            )
+        else:
+            chart = str(CHART)
+        d = Deployed(
+            Release(helm, RELEASE, PROD_NS, chart, args), kube, setup, (E2E_MLFLOW_USER, E2E_MLFLOW_PASSWORD)
+        )
+        d.release.install(timeout=T_INSTALL).check()
+        served = d.wait_serving()
+        test = d.release.test()
+        with d.registry() as reg:
+            alias = reg.alias()
+            uri = reg.download_uri(alias)
+        return Prod(d, privileged, test, alias, uri, served)

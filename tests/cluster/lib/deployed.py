@@ -1,0 +1,243 @@
+"""A release on the cluster, as the scenarios look at it: what it serves, what its registry holds, its training
+Job. Every name comes from the release's own objects (`helm get manifest`) or from KServe's status."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from housing_mlops.kube import VERSION_ANNOTATION
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Pod, Service
+
+from .helm import Release
+from .kube import InferenceService, Kube
+from .pods import PodResult, probe_command, run_pod
+from .registry import Registry, open_registry
+from .setup import S3_ACCESS_KEY, S3_HOST, S3_SECRET, S3_SECRET_KEY, Setup
+from .wait import NotYet, wait_until
+
+T_ISVC = 600
+SELECTOR_KEYS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
+
+
+def prepare_namespace(kube: Kube, namespace: str, labels: dict[str, str] | None = None) -> None:
+    """A fresh namespace with what every values file expects in it: the S3 store as Service minio:9000 and its
+    keys in Secret minio-credentials (annotated for KServe's own storage initializer)."""
+    kube.ensure_namespace(namespace, labels)
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "minio",
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "housing-mlops-e2e"},
+            },
+            "spec": {
+                "type": "ExternalName",
+                "externalName": S3_HOST,
+                "ports": [{"name": "s3", "port": 9000}],
+            },
+        }
+    )
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": S3_SECRET,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/part-of": "housing-mlops-e2e"},
+                "annotations": {
+                    "serving.kserve.io/s3-endpoint": f"minio.{namespace}:9000",
+                    "serving.kserve.io/s3-usehttps": "0",
+                },
+            },
+            "stringData": {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY},
+        }
+    )
+
+
+def s3_env(namespace: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://minio.{namespace}:9000",
+    }
+
+
+def selector(labels: dict[str, str]) -> dict[str, str]:
+    """The chart's selector labels out of an object's labels."""
+    return {k: v for k, v in labels.items() if k in SELECTOR_KEYS}
+
+
+@dataclass(frozen=True)
+class Served:
+    version: int  # the model version the InferenceService is annotated with (by the promotion/rollback hooks)
+    pods: tuple[str, ...]  # the predictor pods that serve it
+
+
+@dataclass
+class Deployed:
+    release: Release
+    kube: Kube
+    setup: Setup
+    mlflow_auth: tuple[str, str] | None = None
+
+    @property
+    def ns(self) -> str:
+        return self.release.namespace
+
+    # --- names, from the release's objects ---------------------------------------------------------------------
+    def isvc_name(self) -> str:
+        return self.release.one("InferenceService")["metadata"]["name"]
+
+    def registered_model(self) -> str:
+        """The registered model's name in MLflow: the HOUSING_MODEL_NAME the chart gives its jobs."""
+        names = {value for obj in self.release.manifest() for value in _env_values(obj, "HOUSING_MODEL_NAME")}
+        assert len(names) == 1, f"the release's jobs name {len(names)} registered models: {names}"
+        return names.pop()
+
+    def mlflow_service(self) -> tuple[str, int]:
+        svc = self.release.one("Service", "mlflow")
+        return svc["metadata"]["name"], int(svc["spec"]["ports"][0]["port"])
+
+    def isvc(self) -> Any:
+        return self.kube.api.get(InferenceService, self.isvc_name(), namespace=self.ns)
+
+    def predictor_url(self) -> str:
+        url = (self.isvc().status or {}).get("address", {}).get("url")
+        assert url, f"InferenceService {self.isvc_name()} has no status.address.url"
+        return url
+
+    def predictor_host(self) -> str:
+        return urlparse(self.predictor_url()).hostname or ""
+
+    def predictor_labels(self) -> dict[str, str]:
+        return {"serving.kserve.io/inferenceservice": self.isvc_name()}
+
+    def predictor_deployment(self) -> Deployment:
+        found = list(
+            self.kube.api.list(
+                Deployment, namespace=self.ns, labels={**self.predictor_labels(), "component": "predictor"}
+            )
+        )
+        assert len(found) == 1, f"expected one predictor Deployment, found {[d.metadata.name for d in found]}"
+        return found[0]
+
+    def predictor_service(self) -> Service:
+        return self.kube.api.get(Service, self.predictor_host().split(".")[0], namespace=self.ns)
+
+    def training_job(self) -> str:
+        """The training Job of the revision Helm applied last (the ConfigMap the hooks read)."""
+        maps = [c for c in self.release.objects("ConfigMap", "training") if "job" in (c.get("data") or {})]
+        assert len(maps) == 1, "expected one training ConfigMap naming the Job"
+        live = self.kube.api.get(ConfigMap, maps[0]["metadata"]["name"], namespace=self.ns)
+        return (live.data or {})["job"]
+
+    def training_selector(self) -> dict[str, str]:
+        job = self.release.one("Job", "training")
+        return selector(job["spec"]["template"]["metadata"]["labels"])
+
+    def training_pods(self) -> list[str]:
+        return sorted(p.metadata.name for p in self.kube.pods(self.ns, self.training_selector()))
+
+    # --- what it serves ------------------------------------------------------------------------------------------
+    def wait_serving(self, timeout: float = T_ISVC) -> Served:
+        """The InferenceService is Ready, its predictor Deployment carries the annotations the spec asks for and has
+        rolled out completely; returns the version the hooks annotated it with."""
+
+        def ready() -> Served:
+            isvc = self.isvc()
+            conditions = {c["type"]: c["status"] for c in (isvc.status or {}).get("conditions", [])}
+            if conditions.get("Ready") != "True":
+                raise NotYet(f"InferenceService not Ready: {conditions}")
+            want = isvc.spec["predictor"].get("annotations") or {}
+            dep = self.predictor_deployment()
+            have = dep.spec.template.metadata.annotations or {}
+            missing = {k: v for k, v in want.items() if have.get(k) != v}
+            if missing:
+                raise NotYet(f"the predictor Deployment lacks {missing}")
+            st, replicas = dep.status, dep.spec.replicas or 0
+            if not st or (st.observedGeneration or 0) < (dep.metadata.generation or 0):
+                raise NotYet("the predictor Deployment's new generation is not observed yet")
+            if (st.updatedReplicas, st.readyReplicas, st.availableReplicas, st.replicas) != (replicas,) * 4:
+                raise NotYet(f"rollout: {st.updatedReplicas}/{st.readyReplicas}/{st.replicas} of {replicas}")
+            if VERSION_ANNOTATION not in want:
+                raise AssertionError(f"InferenceService has no {VERSION_ANNOTATION}: no hook rolled it out")
+            pods = self.kube.pods(self.ns, self.predictor_labels())
+            running = tuple(sorted(p.metadata.name for p in pods if p.metadata.deletionTimestamp is None))
+            if len(running) != replicas:
+                raise NotYet(f"{len(running)} predictor pods, {replicas} wanted")
+            return Served(int(want[VERSION_ANNOTATION]), running)
+
+        served = wait_until(ready, what=f"{self.ns}/{self.isvc_name()} serves", timeout=timeout, interval=2)
+        print(f"    serving: {self.isvc_name()} model version {served.version} on {', '.join(served.pods)}")
+        return served
+
+    def pod_ready_seconds(self, pod: str) -> float:
+        """How long the pod took from its creation to Ready."""
+        p = self.kube.api.get(Pod, pod, namespace=self.ns)
+        ready = next(c for c in p.status.conditions if c.type == "Ready" and c.status == "True")
+        return (ready.lastTransitionTime - p.metadata.creationTimestamp).total_seconds()
+
+    def infer(
+        self, name: str, count: int = 1, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> PodResult:
+        """V2 requests through the predictor's Service from a pod (new connection each): every answer 200 with a
+        sane price; the result says which versions answered."""
+        result = run_pod(
+            self.kube,
+            namespace or self.ns,
+            name,
+            self.setup.test_services_image,
+            probe_command("v2", self.predictor_url(), "--model", self.isvc_name(), "--count", str(count)),
+            labels=labels,
+        )
+        assert result.exit_code == 0 and result.result, (
+            f"{name}: V2 requests failed: {result.result or result.logs}"
+        )
+        return result
+
+    @contextlib.contextmanager
+    def registry(self) -> Iterator[Registry]:
+        service, port = self.mlflow_service()
+        with open_registry(
+            self.kube, self.ns, service, port, self.registered_model(), self.mlflow_auth
+        ) as reg:
+            yield reg
+
+    def job_exit_codes(self, job: str) -> list[int]:
+        pods = self.kube.pods(self.ns, {"batch.kubernetes.io/job-name": job})
+        return [
+            s.state.terminated.exitCode
+            for p in pods
+            for s in (p.status.containerStatuses or [])
+            if s.state and s.state.terminated
+        ]
+
+    def job(self, name: str) -> Job:
+        return self.kube.api.get(Job, name, namespace=self.ns)
+
+
+def _env_values(node: Any, name: str) -> Iterator[str]:
+    """Every value of env var ``name`` anywhere in an object (containers, init containers, CronJob templates)."""
+    if isinstance(node, dict):
+        if node.get("name") == name and isinstance(node.get("value"), str):
+            yield node["value"]
+        for child in node.values():
+            yield from _env_values(child, name)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _env_values(child, name)
+
+
+def seconds_between(start: dt.datetime, end: dt.datetime) -> float:
+    return (end - start).total_seconds()
