@@ -18,7 +18,7 @@ cluster-status: ## what of the local cluster runs
 E2E_PROVIDER ?= local
 # -k NAME: one scenario (and the steps it needs) on a cluster that is up; --collect-only: the plan.
 E2E_ARGS ?=
-E2E_PYTEST = $(BIN)/pytest tests/cluster --provider $(E2E_PROVIDER) -v -rA --capture=tee-sys -o timeout=1800 $(E2E_ARGS)
+E2E_PYTEST = $(BIN)/pytest tests/cluster --provider $(E2E_PROVIDER) -v -ra --capture=tee-sys -o timeout=1800 $(E2E_ARGS)
 
 e2e-local: venv ## the whole chart on the local cluster: setup, every scenario, teardown (root, no registry needed)
 	ci/e2e-setup.sh up --provider local
