@@ -26,7 +26,7 @@ KIND_NODE_IMAGE=kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798
 CERT_MANAGER_CHART=oci://quay.io/jetstack/charts/cert-manager
 CERT_MANAGER_VERSION=v1.21.2
 KSERVE_CRD_CHART=oci://ghcr.io/kserve/charts/kserve-crd
-KSERVE_CHART=oci://ghcr.io/kserve/charts/kserve
+KSERVE_CHART=oci://ghcr.io/kserve/charts/kserve-resources # named `kserve` up to v0.16, `kserve-resources` since v0.17
 KSERVE_VERSION=$(sed -n 's/^KSERVE_VERSION=//p' ci/cluster/pins.env) # one KServe for both providers
 
 usage() { sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -275,10 +275,10 @@ else
   run helm install cert-manager "$CERT_MANAGER_CHART" --version "$CERT_MANAGER_VERSION" \
     --namespace cert-manager --create-namespace --set crds.enabled=true --wait --timeout "$T_INFRA"
 
-  step kserve "KServe $KSERVE_VERSION from its OCI charts, kserve-crd then kserve, Standard (raw Deployment) mode"
+  step kserve "KServe $KSERVE_VERSION from its OCI charts, kserve-crd then kserve-resources, Standard (raw Deployment) mode"
   run helm install kserve-crd "$KSERVE_CRD_CHART" --version "$KSERVE_VERSION" \
     --namespace kserve --create-namespace --wait --timeout "$T_INFRA"
-  run helm install kserve "$KSERVE_CHART" --version "$KSERVE_VERSION" --namespace kserve \
+  run helm install kserve-resources "$KSERVE_CHART" --version "$KSERVE_VERSION" --namespace kserve \
     --set kserve.controller.deploymentMode=Standard \
     --set kserve.controller.gateway.disableIngressCreation=true \
     --wait --timeout "$T_INFRA"

@@ -23,6 +23,13 @@ export PATH=$ROOT/.tools/bin:$PATH
 export KUBECONFIG=${KUBECONFIG:-$("$HERE/cluster.sh" kubeconfig)}
 NS=kserve
 IMAGE=docker.io/housing-mlops/kserve-controller:$KSERVE_VERSION
+# kserve-resources values (checked against the pinned chart by tests/e2e/test_local_provider.py; Helm ignores a
+# key the chart does not have, so kserve_manifests.py also checks the rendered inferenceservice-config)
+CHART_VALUES=(
+  kserve.controller.deploymentMode=Standard
+  kserve.controller.gateway.disableIngressCreation=true
+  kserve.localmodel.enabled=false
+)
 WAIT=${KSERVE_WAIT:-300s}
 log() { printf 'kserve: %s\n' "$*"; }
 
@@ -61,11 +68,10 @@ kubectl create secret generic kserve-webhook-server-cert -n "$NS" --type=kuberne
   --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 log "controller (charts/kserve-resources, Standard mode)"
-helm template kserve "$module/charts/kserve-resources" -n "$NS" \
-  --set kserve.controller.deploymentMode=Standard \
-  --set kserve.controller.gateway.disableIngressCreation=true \
-  --set kserve.controller.image="${IMAGE%:*}" --set kserve.controller.tag="$KSERVE_VERSION" \
-  --set kserve.localmodel.enabled=false >"$work/rendered.yaml"
+sets=()
+for value in "${CHART_VALUES[@]}"; do sets+=(--set "$value"); done
+helm template kserve "$module/charts/kserve-resources" -n "$NS" "${sets[@]}" \
+  --set kserve.controller.image="${IMAGE%:*}" --set kserve.controller.tag="$KSERVE_VERSION" >"$work/rendered.yaml"
 "${PYTHON:-$(command -v "$ROOT/.venv/bin/python" || echo python3)}" "$HERE/kserve_manifests.py" "$work/rendered.yaml" "$work/ca.crt" >"$work/kserve.yaml"
 kubectl apply -n "$NS" -f "$work/kserve.yaml" >/dev/null
 kubectl rollout status deployment/kserve-controller-manager -n "$NS" --timeout="$WAIT" >/dev/null

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from functools import cache
@@ -18,7 +19,11 @@ TOOLS = ROOT / ".tools"
 HELM = TOOLS / "bin" / "helm"
 HELM_PLUGINS = TOOLS / "helm-plugins"
 KSERVE_MODULE = "github.com/kserve/kserve"
-KSERVE_VERSION = "v0.16.0"
+# The KServe objects are validated against the CRDs of every KServe an e2e installs: both providers install the
+# one ci/cluster/pins.env pins (ci/e2e-setup.sh).
+KSERVE_VERSIONS = (
+    re.search(r"^KSERVE_VERSION=(v\S+)$", (ROOT / "ci/cluster/pins.env").read_text(), re.MULTILINE)[1],
+)
 KUBE_VERSIONS = ("1.30.0", "1.35.0")
 KSERVE_APIS = (
     "serving.kserve.io/v1beta1/InferenceService",
@@ -97,15 +102,15 @@ def pods_of(obj: dict) -> list[dict]:
 
 
 @cache
-def kserve_crd_dir() -> Path:
-    """KServe's own CRDs, fetched at test time from its Go module (never committed)."""
+def kserve_crd_dir(version: str) -> Path:
+    """KServe's own CRDs at a version, fetched at test time from its Go module (never committed)."""
     modcache = subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True, check=False)
-    cached = Path(modcache.stdout.strip()) / f"{KSERVE_MODULE}@{KSERVE_VERSION}" / "config" / "crd" / "full"
+    cached = Path(modcache.stdout.strip()) / f"{KSERVE_MODULE}@{version}" / "config" / "crd" / "full"
     if modcache.returncode == 0 and modcache.stdout.strip() and cached.is_dir():
         return cached  # the module cache is read-only and checksum-verified when it was filled
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
-            ["go", "mod", "download", "-json", f"{KSERVE_MODULE}@{KSERVE_VERSION}"],
+            ["go", "mod", "download", "-json", f"{KSERVE_MODULE}@{version}"],
             capture_output=True,
             text=True,
             cwd=tmp,
@@ -113,20 +118,19 @@ def kserve_crd_dir() -> Path:
             check=False,
         )
     if result.returncode != 0:
-        pytest.fail(
-            f"go mod download {KSERVE_MODULE}@{KSERVE_VERSION} failed:\n{result.stderr}{result.stdout}"
-        )
+        pytest.fail(f"go mod download {KSERVE_MODULE}@{version} failed:\n{result.stderr}{result.stdout}")
     crds = Path(json.loads(result.stdout)["Dir"]) / "config" / "crd" / "full"
     if not crds.is_dir():
         pytest.fail(f"{crds} missing from the KServe module")
     return crds
 
 
-@pytest.fixture(scope="session")
-def kserve_schemas() -> dict[tuple[str, str], dict]:
-    """(apiVersion, kind) -> openAPIV3Schema of every KServe CRD."""
+@pytest.fixture(scope="session", params=KSERVE_VERSIONS, ids=lambda v: f"kserve-{v}")
+def kserve_schemas(request: pytest.FixtureRequest) -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema of every KServe CRD, for each KServe version of KSERVE_VERSIONS."""
     schemas = {}
-    for path in sorted(kserve_crd_dir().glob("serving.kserve.io_*.yaml")):
+    # v0.20 keeps some CRDs in subfolders (clusterstoragecontainer/, localmodel/, llmisvc/)
+    for path in sorted(kserve_crd_dir(request.param).rglob("serving.kserve.io_*.yaml")):
         crd = yaml.safe_load(path.read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:

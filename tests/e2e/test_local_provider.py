@@ -7,6 +7,7 @@ registry in its path, pins in one file, the KServe manifest adaptation, the valu
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .test_environments import ROOT, render
+from .test_environments import KSERVE_APIS, ROOT, TOOLS_BIN, render
+from .test_setup_script import _module_source
 
 CLUSTER = ROOT / "ci" / "cluster"
 SCRIPT = ROOT / "ci" / "e2e-setup.sh"
@@ -82,12 +84,16 @@ def test_local_publishes_signed_and_trusts_the_loopback_registry() -> None:
     assert "digests.yaml" in publish and "published.txt" in publish
 
 
-def test_pins_live_in_one_file() -> None:
-    pins = dict(
+def _pins() -> dict[str, str]:
+    return dict(
         line.split("=", 1)
         for line in (CLUSTER / "pins.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
+
+
+def test_pins_live_in_one_file() -> None:
+    pins = _pins()
     for key in (
         "KUBERNETES_VERSION",
         "ETCD_VERSION",
@@ -149,20 +155,37 @@ def _kserve_docs() -> list[dict]:
         },
         {"kind": "ClusterServingRuntime", "metadata": {"name": "kserve-sklearnserver"}},
         {"kind": "ClusterStorageContainer", "metadata": {"name": "default"}},
+        _kserve_config(),
     ]
 
 
-def test_kserve_manifests_adapt_the_chart(tmp_path: Path) -> None:
+def _kserve_config(mode: str = "Standard", no_ingress: object = True) -> dict:
+    deploy = json.dumps({"defaultDeploymentMode": mode})
+    ingress = json.dumps({"disableIngressCreation": no_ingress})
+    return {
+        "kind": "ConfigMap",
+        "metadata": {"name": "inferenceservice-config"},
+        "data": {"deploy": deploy, "ingress": ingress},
+    }
+
+
+def _kserve_manifests():
     sys.path.insert(0, str(CLUSTER))
     try:
         import kserve_manifests
     finally:
         sys.path.remove(str(CLUSTER))
+    return kserve_manifests
+
+
+def test_kserve_manifests_adapt_the_chart(tmp_path: Path) -> None:
+    kserve_manifests = _kserve_manifests()
     kept = kserve_manifests.adapt(_kserve_docs(), "Q0E=")
     assert [d["kind"] for d in kept] == [
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
         "Deployment",
+        "ConfigMap",
     ]
     for doc in kept[:2]:
         assert doc["webhooks"][0]["clientConfig"]["caBundle"] == "Q0E="
@@ -172,6 +195,99 @@ def test_kserve_manifests_adapt_the_chart(tmp_path: Path) -> None:
     assert containers[0]["imagePullPolicy"] == "Never"
     with pytest.raises(ValueError, match="no Deployment kserve-controller-manager"):
         kserve_manifests.adapt(_kserve_docs()[:4], "Q0E=")
+    with pytest.raises(ValueError, match="no ConfigMap inferenceservice-config"):
+        kserve_manifests.adapt(_kserve_docs()[:-1], "Q0E=")
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        (_kserve_config(mode="Knative"), "defaultDeploymentMode 'Knative', not 'Standard'"),
+        (_kserve_config(no_ingress=False), "disableIngressCreation False, not true"),
+        ({"kind": "ConfigMap", "metadata": {"name": "inferenceservice-config"}, "data": {}}, "no readable"),
+    ],
+)
+def test_kserve_manifests_refuse_a_config_our_values_did_not_make(config: dict, error: str) -> None:
+    """A values key renamed upstream is ignored by Helm: the rendered config shows it."""
+    with pytest.raises(ValueError, match=re.escape(error)):
+        _kserve_manifests().adapt([*_kserve_docs()[:-1], config], "Q0E=")
+
+
+def _pinned_kserve_charts(tmp_path: Path) -> Path:
+    """KServe's Helm charts at the pinned version (kserve.sh installs them from the same module)."""
+    return _module_source("github.com/kserve/kserve", _pins()["KSERVE_VERSION"], tmp_path) / "charts"
+
+
+def test_kserve_manifests_adapt_the_pinned_chart(tmp_path: Path) -> None:
+    """KServe's chart at the pinned version, rendered with kserve.sh's values, adapts to what kserve.sh applies."""
+    helm = TOOLS_BIN / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not in .tools/bin (`make tools` installs it)")
+    charts = _pinned_kserve_charts(tmp_path)
+    script = (CLUSTER / "kserve.sh").read_text()
+    (values,) = re.findall(r"^CHART_VALUES=\(\n(.*?)^\)", script, re.MULTILINE | re.DOTALL)
+    args = [str(helm), "template", "kserve", str(charts / "kserve-resources"), "-n", "kserve"]
+    for value in values.split():
+        args += ["--set", value]
+    args += ["--set", "kserve.controller.image=docker.io/housing-mlops/kserve-controller"]
+    args += ["--set", "kserve.controller.tag=vTEST"]
+    rendered = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    chart, ca = tmp_path / "rendered.yaml", tmp_path / "ca.crt"
+    chart.write_text(rendered.stdout)
+    ca.write_bytes(b"CA")
+    result = subprocess.run(
+        [sys.executable, str(CLUSTER / "kserve_manifests.py"), str(chart), str(ca)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    kept = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {d["kind"] for d in kept}
+    assert not kinds & {"Issuer", "Certificate", "ClusterServingRuntime", "ClusterStorageContainer"}
+    assert not [d for d in kept if d["apiVersion"].startswith("cert-manager.io/")]
+    (controller,) = [d for d in kept if d["kind"] == "Deployment"]
+    pod = controller["spec"]["template"]["spec"]
+    assert [(c["name"], c["image"], c["imagePullPolicy"]) for c in pod["containers"]] == [
+        ("manager", "docker.io/housing-mlops/kserve-controller:vTEST", "Never")
+    ]
+    # kserve.sh makes this Secret (self-signed CA) and waits for the webhooks on this Service
+    (cert,) = [v["secret"]["secretName"] for v in pod["volumes"] if v["name"] == "cert"]
+    assert cert == "kserve-webhook-server-cert"
+    assert f"create secret generic {cert}" in script
+    hooks = [h for d in kept if d["kind"].endswith("WebhookConfiguration") for h in d["webhooks"]]
+    assert hooks and all(h["clientConfig"]["caBundle"] == base64.b64encode(b"CA").decode() for h in hooks)
+    assert {h["clientConfig"]["service"]["name"] for h in hooks} == {"kserve-webhook-server-service"}
+    assert "svc=kserve-webhook-server-service" in script
+    # the InferenceService webhooks the chart's objects go through
+    paths = {h["clientConfig"]["service"]["path"] for h in hooks}
+    assert {
+        "/mutate-serving-kserve-io-v1beta1-inferenceservice",
+        "/validate-serving-kserve-io-v1beta1-inferenceservice",
+        "/mutate-pods",
+    } <= paths
+    assert not any(d["metadata"].get("annotations", {}).get("cert-manager.io/inject-ca-from") for d in kept)
+
+
+def test_kserve_crd_chart_serves_what_our_chart_uses(tmp_path: Path) -> None:
+    """kserve.sh installs charts/kserve-crd as it is (the kind path: the same chart from ghcr.io): it has the
+    three kinds our chart creates."""
+    helm = TOOLS_BIN / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not in .tools/bin (`make tools` installs it)")
+    charts = _pinned_kserve_charts(tmp_path)
+    args = [str(helm), "template", "kserve-crd", str(charts / "kserve-crd"), "-n", "kserve"]
+    rendered = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    assert rendered.returncode == 0, rendered.stderr
+    served = {
+        f"{d['spec']['group']}/{v['name']}/{d['spec']['names']['kind']}"
+        for d in yaml.safe_load_all(rendered.stdout)
+        if d and d["kind"] == "CustomResourceDefinition"
+        for v in d["spec"]["versions"]
+        if v.get("served")
+    }
+    assert set(KSERVE_APIS) <= served
 
 
 def test_kserve_manifests_cli_errors_name_the_problem(tmp_path: Path) -> None:

@@ -292,12 +292,13 @@ def test_kserve_charts_take_our_settings(tmp_path: Path) -> None:
         pytest.skip("helm not in .tools/bin (`make tools` installs it)")
     version = script_var("KSERVE_VERSION")
     charts = _module_source("github.com/kserve/kserve", version, tmp_path) / "charts"
-    for oci, folder in (("KSERVE_CRD_CHART", "kserve-crd"), ("KSERVE_CHART", "kserve-resources")):
-        meta = yaml.safe_load((charts / folder / "Chart.yaml").read_text())
-        assert meta["name"] == script_var(oci).rsplit("/", 1)[1]
-        assert meta["version"] == version
-    args = [str(helm), "template", "kserve", str(charts / "kserve-resources"), "-n", "kserve"]
-    sets = _helm_install_sets("kserve")
+    # Since v0.17 each chart's folder in the module is the chart's name (v0.16's charts/kserve-resources was `kserve`)
+    for oci in ("KSERVE_CRD_CHART", "KSERVE_CHART"):
+        name = script_var(oci).rsplit("/", 1)[1]
+        meta = yaml.safe_load((charts / name / "Chart.yaml").read_text())
+        assert (meta["name"], meta["version"]) == (name, version)
+    args = [str(helm), "template", "kserve-resources", str(charts / "kserve-resources"), "-n", "kserve"]
+    sets = _helm_install_sets("kserve-resources")
     assert sets
     for value in sets:
         args += ["--set", value]
