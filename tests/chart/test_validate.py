@@ -143,3 +143,11 @@ def test_refuses_kubernetes_older_than_1_28():
     result = helm(*template_args(kube_version="1.27.0"), check=False)
     assert result.returncode != 0
     assert "kubeVersion" in result.stderr
+
+
+def test_kserve_version_guard_lets_the_installed_kserves_through(kserve_schemas):
+    """The CRD guard tells KServe < v0.16 by a field v0.16 added; every KServe an e2e installs has it."""
+    guard = (CHART / "charts" / "inference" / "templates" / "_inference.tpl").read_text()
+    assert 'hasKey $predictor "storageUris"' in guard
+    schema = kserve_schemas[(f"{KSERVE_GROUP}/v1beta1", "InferenceService")]
+    assert "storageUris" in schema["properties"]["spec"]["properties"]["predictor"]["properties"]

@@ -34,7 +34,30 @@ container matches only the URIs of its own MLflow, so two releases never fetch e
 {{- end -}}
 {{- range $apis -}}
 {{- if not ($.Capabilities.APIVersions.Has .) -}}
-{{- fail (printf "inference: the cluster has no %s. Install KServe (v0.15+; its CRDs and controller, e.g. the kserve-crd and kserve Helm charts) first, or set inference.enabled=false. Rendering offline? pass --api-versions %s (or inference.crdCheck.enabled=false)." . .) -}}
+{{- fail (printf "inference: the cluster has no %s. Install KServe (v0.16+, or v0.15 with inference.deploymentMode=RawDeployment; its CRDs and controller, e.g. the kserve-crd and kserve Helm charts) first, or set inference.enabled=false. Rendering offline? pass --api-versions %s (or inference.crdCheck.enabled=false)." . .) -}}
+{{- end -}}
+{{- end -}}
+{{- include "housing-mlops.inference.kserveVersionGuard" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The oldest KServe the chart supports: v0.16 in Standard mode (older releases do not know the mode), v0.15 in
+RawDeployment mode. KServe puts no version on its CRDs, so it is told by a field its InferenceService CRD
+(v1beta1) has had since that release: v0.16 added spec.predictor.storageUris. Needs `get` on
+CustomResourceDefinitions; `helm template` (no cluster) skips it.
+*/}}
+{{- define "housing-mlops.inference.kserveVersionGuard" -}}
+{{- if eq .Values.deploymentMode "Standard" -}}
+{{- with lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "inferenceservices.serving.kserve.io" -}}
+{{- $predictor := dict -}}
+{{- range (dig "spec" "versions" list .) -}}
+{{- if eq (dig "name" "" .) "v1beta1" -}}
+{{- $predictor = dig "schema" "openAPIV3Schema" "properties" "spec" "properties" "predictor" "properties" dict . -}}
+{{- end -}}
+{{- end -}}
+{{- if not (hasKey $predictor "storageUris") -}}
+{{- fail "inference: the cluster's KServe is older than v0.16 (its InferenceService CRD has no spec.predictor.storageUris) and has no Standard deployment mode: upgrade KServe to v0.16+ (kserve-crd and kserve charts), or set inference.deploymentMode=RawDeployment (KServe v0.15)." -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
