@@ -567,12 +567,11 @@ def local() -> None:
 
 @local.command("up")
 def local_up() -> None:
-    """Start what is not running (idempotent); print the environment for the jobs."""
-    from .local import LocalConfig, up
+    """Start what is not running (idempotent); print the jobs' environment (secrets: the file that holds them)."""
+    from .local import LocalConfig, printable_env, up
 
     cfg = LocalConfig.from_env()
-    env = up(cfg)
-    click.echo("".join(f"export {k}={v}\n" for k, v in env.items()), nl=False)
+    click.echo(printable_env(cfg, up(cfg)), nl=False)
 
 
 @local.command("down")
@@ -582,6 +581,25 @@ def local_down() -> None:
 
     stopped = down(LocalConfig.from_env())
     click.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+@local.command("destroy")
+@click.option(
+    "--yes", is_flag=True, envvar="HOUSING_LOCAL_DESTROY", help="Really delete the runs, models and data."
+)
+def local_destroy(yes: bool) -> None:
+    """Stop the stack, delete what it keeps (database, S3 objects, secrets, logs) and, as root, PostgreSQL's OS
+    user."""
+    from .errors import ConfigError
+    from .local import LocalConfig, destroy
+
+    cfg = LocalConfig.from_env()
+    if not yes:
+        raise ConfigError(
+            f"this deletes every run, model and object of the stack in {cfg.state_dir}: add --yes"
+        )
+    removed = destroy(cfg)
+    click.echo(f"removed: {', '.join(removed) or 'nothing'}")
 
 
 @local.command("status")
