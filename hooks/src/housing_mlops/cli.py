@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # a file or folder we were pointed at: name it
         where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo(f"error: {' '.join(str(exc.strerror or exc).split())}{where}", err=True)
         return 1
     except Exception as exc:
         from boto3.exceptions import Boto3Error

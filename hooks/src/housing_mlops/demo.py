@@ -147,3 +147,5 @@ if __name__ == "__main__":
         main()
     except HousingError as exc:  # one line, as the CLI prints it
         sys.exit(f"demo: error: {exc}")
+    except OSError as exc:
+        sys.exit(f"demo: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
