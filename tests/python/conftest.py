@@ -46,11 +46,22 @@ def cli(capfd: pytest.CaptureFixture[str]) -> Cli:
     return Cli(capfd)
 
 
+def state_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A new folder for a stack's state. As root, PostgreSQL runs as an OS user of the stack's, which must be able
+    to enter the folders above it: `local up` changes none of them (it names the one in the way), so the test
+    opens pytest's own temporary folders (0700) for entering, not listing (o+x)."""
+    path = tmp_path_factory.mktemp(name)
+    if os.geteuid() == 0:
+        base = tmp_path_factory.getbasetemp()
+        for folder in (base.parent, base):
+            folder.chmod(folder.stat().st_mode | 0o001)
+    return path
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalConfig]:
-    """PostgreSQL + S3 + MLflow on free ports, torn down (and deleted) at the end."""
-    state = tmp_path_factory.mktemp("stack")
-    state.chmod(0o755)  # PostgreSQL runs as another OS user when we are root
+    """PostgreSQL + S3 + MLflow on free ports, torn down (and deleted, its OS user too) at the end."""
+    state = state_folder(tmp_path_factory, "stack")
     cfg = local.LocalConfig(
         state_dir=state, pg_port=free_port(), s3_port=free_port(), mlflow_port=free_port()
     )

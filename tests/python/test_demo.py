@@ -10,19 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
-from conftest import REAL_CSV, copy_dvc_metadata, free_port
+from conftest import REAL_CSV, copy_dvc_metadata, free_port, state_folder
 from housing_mlops import local
 from housing_mlops.schema import CANONICAL_REQUEST
 
 STAGES = ["local_up", "data_push", "mlflow_ready", "train", "promote", "fetch_model", "serve", "infer"]
 
 
-def test_demo_fresh_then_restarted(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
-    tmp_path.chmod(0o755)
-    state.chmod(0o755)  # PostgreSQL runs as another OS user when we are root
+def test_demo_fresh_then_restarted(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    state = state_folder(tmp_path_factory, "demo-state")
     repo = copy_dvc_metadata(tmp_path / "repo")
     cfg = local.LocalConfig(
         state_dir=state, pg_port=free_port(), s3_port=free_port(), mlflow_port=free_port()
@@ -60,6 +58,9 @@ def test_demo_fresh_then_restarted(tmp_path: Path) -> None:
             assert f"V2 gRPC:    127.0.0.1:{serve_port + 1}" in result.stdout
             metrics = requests.get(f"http://127.0.0.1:{serve_port + 2}/metrics", timeout=30)
             assert metrics.status_code == 200 and "model_infer_request_success_total" in metrics.text
+            creds = json.loads((state / "credentials.json").read_text())
+            secrets = [v for k, v in creds.items() if k != "mlflow_admin_username"]
+            assert not [s for s in secrets if s in result.stdout + result.stderr]  # printed nowhere
             print(f"demo {run}: {timings['time_to_first_prediction_s']} s {timings['stages']}")
             if run == "fresh":
                 assert set(local.down(cfg)) == {"mlserver", "mlflow", "s3", "postgresql"}

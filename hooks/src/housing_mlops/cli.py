@@ -276,6 +276,7 @@ def promote(
     if (release is None) != (revision is None):
         raise click.UsageError("--release and --revision go together")
     lifecycle.check_identity(identity)
+    lifecycle.check_release(release)  # before the gate: a bad value must not fail after the alias moved
     gate = Gate(metric, direction, max_regression_pct, threshold)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if bootstrap and not lifecycle.bootstrap_needed(model_name, alias):
@@ -332,6 +333,7 @@ def rollback(
     if (release is None) != (revision is None):
         raise click.UsageError("--release and --revision go together")
     lifecycle.check_identity(identity)
+    lifecycle.check_release(release)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if release is None:
         old, new = run(name=model_name, alias=alias, wait_timeout=wait_timeout)
@@ -445,6 +447,7 @@ def infer(
     from .infer import infer as run
     from .infer import infer_binary, infer_grpc, pretty, wait_ready
 
+    registry.check_http_url(url, "V2 server URL (--url, HOUSING_INFER_URL)")
     wait_ready(url, model_name, wait_timeout)
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
@@ -497,7 +500,10 @@ def predict_batch(csv, tracking_uri, model_uri, out, wait_timeout) -> None:
     from . import registry
     from .batch import predict_batch as run
     from .batch import write_json
+    from .errors import ConfigError
 
+    if out is not None and not out.parent.is_dir():  # before the work, not after
+        raise ConfigError(f"--out {out} (HOUSING_OUT): folder {out.parent} does not exist")
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     rows = run(csv, model_uri)
     write_json(rows, out)
@@ -567,12 +573,11 @@ def local() -> None:
 
 @local.command("up")
 def local_up() -> None:
-    """Start what is not running (idempotent); print the environment for the jobs."""
-    from .local import LocalConfig, up
+    """Start what is not running (idempotent); print the jobs' environment (secrets: the file that holds them)."""
+    from .local import LocalConfig, printable_env, up
 
     cfg = LocalConfig.from_env()
-    env = up(cfg)
-    click.echo("".join(f"export {k}={v}\n" for k, v in env.items()), nl=False)
+    click.echo(printable_env(cfg, up(cfg)), nl=False)
 
 
 @local.command("down")
@@ -582,6 +587,25 @@ def local_down() -> None:
 
     stopped = down(LocalConfig.from_env())
     click.echo(f"stopped: {', '.join(stopped) or 'nothing'}")
+
+
+@local.command("destroy")
+@click.option(
+    "--yes", is_flag=True, envvar="HOUSING_LOCAL_DESTROY", help="Really delete the runs, models and data."
+)
+def local_destroy(yes: bool) -> None:
+    """Stop the stack, delete what it keeps (database, S3 objects, secrets, logs) and, as root, PostgreSQL's OS
+    user."""
+    from .errors import ConfigError
+    from .local import LocalConfig, destroy
+
+    cfg = LocalConfig.from_env()
+    if not yes:
+        raise ConfigError(
+            f"this deletes every run, model and object of the stack in {cfg.state_dir}: add --yes"
+        )
+    removed = destroy(cfg)
+    click.echo(f"removed: {', '.join(removed) or 'nothing'}")
 
 
 @local.command("status")
@@ -596,15 +620,33 @@ def local_status() -> None:
         sys.exit(1)
 
 
+def _usage_line(exc: click.UsageError) -> str:
+    """A usage error as one line, naming the environment variable when the bad value came from one."""
+    message = exc.format_message()
+    param, ctx = getattr(exc, "param", None), exc.ctx
+    if isinstance(exc, click.BadParameter) and param is not None and param.name and ctx is not None:
+        from click.core import ParameterSource
+
+        envvar = param.envvar if isinstance(param.envvar, str) else None
+        if envvar and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+            message = f"{envvar} (for {param.get_error_hint(ctx)}): {exc.message}"
+    where = ctx.command_path if ctx is not None else "housing-mlops"
+    return f"{' '.join(message.split())} (see `{where} --help`)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: expected failures are one line on stderr and a distinct exit code."""
+    """Entry point: every failure is one line on stderr and a distinct exit code; a failure we did not foresee
+    too (its traceback with --verbose / HOUSING_VERBOSE=1)."""
     try:
         cli.main(args=argv, prog_name="housing-mlops", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
+    except click.UsageError as exc:
+        click.echo(f"error: {_usage_line(exc)}", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -617,18 +659,29 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1
+    except OSError as exc:  # a file or folder we were pointed at: name it
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {' '.join(str(exc.strerror or exc).split())}{where}", err=True)
+        return 1
     except Exception as exc:
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException):
-            click.echo(f"error: MLflow: {exc.message}", err=True)
+            click.echo(f"error: MLflow: {' '.join(exc.message.split())}", err=True)
             return 1
         if isinstance(exc, (Boto3Error, BotoCoreError, ClientError)):
             click.echo(f"error: S3: {' '.join(str(exc).split())}", err=True)
             return 1
-        raise
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(
+            f"error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(unexpected: HOUSING_VERBOSE=1 shows where)",
+            err=True,
+        )
+        return 1
     return 0
 
 

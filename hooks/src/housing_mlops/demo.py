@@ -24,6 +24,7 @@ import requests
 
 from . import data, local, registry
 from .cli import main as cli_main
+from .errors import ConfigError, HousingError
 from .infer import wait_ready
 
 log = logging.getLogger("housing_mlops.demo")
@@ -56,25 +57,25 @@ def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> N
     """MLServer without the model yet (`serve --load-later`): it starts while the model trains; `load_model`
     then loads it (bench/: the serve stage went from ~4 s to the model load alone)."""
     local.stop(cfg, "mlserver")
-    logfile = (cfg.state_dir / "logs" / "mlserver.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("housing-mlops")),
-            "serve",
-            str(model_dir),
-            "--load-later",
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            str(port + 1),
-            "--metrics-port",
-            str(port + 2),
-        ],
-        stdout=logfile,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with local.open_log(cfg, "mlserver") as logfile:  # private, never through a symlink
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("housing-mlops")),
+                "serve",
+                str(model_dir),
+                "--load-later",
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                str(port + 1),
+                "--metrics-port",
+                str(port + 2),
+            ],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     local.register(cfg, "mlserver", proc.pid)
 
 
@@ -102,7 +103,9 @@ def main() -> None:
     )
     stages = Stages()
     cfg = local.LocalConfig.from_env()
-    port = int(os.environ.get("HOUSING_LOCAL_SERVE_PORT", 8080))
+    port = local.env_port("HOUSING_LOCAL_SERVE_PORT", 8080)
+    if port > 65533:  # MLServer takes port, port + 1 (gRPC) and port + 2 (metrics)
+        raise ConfigError(f"HOUSING_LOCAL_SERVE_PORT={port}: the demo also needs the next two ports")
     with stages.timed("local_up", "housing-mlops local up"):
         local.start(cfg)  # PostgreSQL and S3 answer; MLflow is starting
     os.environ.update(cfg.client_env())
@@ -113,7 +116,7 @@ def main() -> None:
         import mlflow.sklearn  # noqa: F401  (what `train` imports first, while MLflow finishes starting)
 
         local.wait_mlflow(cfg)
-    model_dir = cfg.state_dir / "models" / "production"
+    model_dir = local.private_dir(cfg, "models") / "production"
     url = f"http://127.0.0.1:{port}"
     serve_in_background(cfg, model_dir, port)  # starts while the model trains; loads it in the serve stage
     stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
@@ -140,4 +143,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HousingError as exc:  # one line, as the CLI prints it
+        sys.exit(f"demo: error: {exc}")
+    except OSError as exc:
+        sys.exit(f"demo: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))

@@ -102,9 +102,15 @@ def wait_for_training(
         time.sleep(min(POLL_S, max(0.5, deadline - time.monotonic())))
 
 
-def _served_key(release: str, revision: int) -> str:
-    if not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+", release):
+def check_release(release: str | None) -> str | None:
+    """``release`` (--release, HOUSING_RELEASE) if it is <namespace>/<name>; checked before anything moves."""
+    if release is not None and not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+", release):
         raise ConfigError(f"release must be <namespace>/<name> (lowercase DNS names), got {release!r}")
+    return release
+
+
+def _served_key(release: str, revision: int) -> str:
+    check_release(release)
     if revision < 1:
         raise ConfigError(f"revision must be >= 1, got {revision}")
     namespace, rel = release.split("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -62,12 +63,25 @@ def _auth() -> tuple[str, str] | None:
     return (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
 
 
+def check_http_url(url: str, what: str) -> str:
+    """``url`` if it is an http(s) URL with a host (and a numeric port, if any); else a `ConfigError` naming
+    ``what`` (the flag and its variable) and the value."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # ValueError when the port is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"{what} {url!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} must be http(s)://host[:port], got {url!r}")
+    del port
+    return url
+
+
 def wait_for_mlflow(tracking_uri: str, timeout: float) -> None:
     """Block until the tracking server answers /health and accepts our credentials."""
     if not tracking_uri:
         raise ConfigError("no MLflow tracking URI: set --tracking-uri or MLFLOW_TRACKING_URI")
-    if not tracking_uri.startswith(("http://", "https://")):
-        raise ConfigError(f"MLflow tracking URI must be http(s)://, got {tracking_uri!r}")
+    check_http_url(tracking_uri, "MLflow tracking URI (--tracking-uri, MLFLOW_TRACKING_URI)")
     base = tracking_uri.rstrip("/")
 
     def probe() -> None:
