@@ -4,7 +4,6 @@ release: they need only the seeded DVC remotes."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,16 +14,14 @@ import yaml
 from .lib.deployed import Deployed, Served, prepare_namespace
 from .lib.helm import Helm, Outcome, Release
 from .lib.kube import E2E_LABELS, Kube
-from .lib.leftovers import leftovers, only_volume_left
+from .lib.leftovers import only_volume_left, settled
 from .lib.registry import ModelVersion
 from .lib.setup import CHART, ROOT, TIMINGS, Datasets, Setup, phase
-from .lib.wait import wait_until
 from .main_release import RELEASE, provider_values
 
 STAGING_NS = "housing-staging"
 PROD_NS = "housing-prod"
 T_INSTALL = "20m"
-GONE_SECONDS = 300
 RESTRICTED_NS = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -51,14 +48,13 @@ def uninstall_keeping_volume(d: Deployed, keep_namespace: bool = False) -> list[
     """`helm uninstall`, then nothing of the release is left but what persistence.whenDeleted=Retain keeps; the
     namespace goes (and the volume with it) unless kept for a reinstall. Returns what was left."""
     d.release.uninstall().check()
-    with contextlib.suppress(TimeoutError):
-        wait_until(
-            lambda: only_volume_left(leftovers(d.kube, d.ns, RELEASE), RELEASE),
-            what=f"only the retained volume of {RELEASE} is left in {d.ns}",
-            timeout=GONE_SECONDS,
-            interval=5,
-        )
-    left = leftovers(d.kube, d.ns, RELEASE)
+    left = settled(
+        d.kube,
+        d.ns,
+        RELEASE,
+        lambda found: only_volume_left(found, RELEASE),
+        f"only the retained volume is left in {d.ns}",
+    )
     if not keep_namespace:
         d.kube.kubectl("delete", "namespace", d.ns, "--wait", "--timeout=180s")
     return left
@@ -147,7 +143,7 @@ class Probe:
 @dataclass(frozen=True)
 class Prod:
     deployed: Deployed
-    privileged: Outcome | str
+    privileged: str  # "admitted", or "refused: <code> <message>"
     test: Outcome
     alias: int
     artifact_uri: str
@@ -196,7 +192,7 @@ def prod(setup: Setup, kube: Kube, helm: Helm, datasets: Datasets) -> Prod:
                     },
                 }
             )
-            privileged: Outcome | str = "admitted"
+            privileged = "admitted"
         except ApiError as exc:
             privileged = f"refused: {exc.status.code} {exc.status.message}"
         print(f"    a privileged pod in {PROD_NS}: {privileged}")

@@ -5,10 +5,8 @@ scenario asks for the step it checks and gets every earlier one run first, so an
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -17,6 +15,7 @@ from lightkube.resources.core_v1 import Pod
 from .lib.deployed import Deployed, Served, prepare_namespace
 from .lib.helm import Helm, Outcome, Release
 from .lib.kube import Kube
+from .lib.leftovers import settled
 from .lib.registry import ModelVersion
 from .lib.setup import CHART, ROOT, Datasets, Setup, phase
 from .lib.wait import NotYet, wait_until
@@ -229,8 +228,6 @@ class Uninstalled:
 def uninstalled(main: Deployed, rejected: Rejected, reconciled: Observed) -> Uninstalled:
     """helm uninstall --wait; the rejected candidate's hook Job is kept on purpose (failed hooks are, until their
     TTL): checked, then deleted rather than waited for."""
-    from .lib.leftovers import leftovers
-
     with phase("uninstall"):
         outcome = main.release.uninstall().check()
         job = main.job(rejected.hook_job)
@@ -245,14 +242,7 @@ def uninstalled(main: Deployed, rejected: Rejected, reconciled: Observed) -> Uni
             "--wait",
             "--timeout=120s",
         )
-        with contextlib.suppress(TimeoutError):
-            wait_until(
-                lambda: not leftovers(main.kube, main.ns, RELEASE),
-                what="nothing of the release is left",
-                timeout=300,
-                interval=5,
-            )
-        left = leftovers(main.kube, main.ns, RELEASE)
+        left = settled(main.kube, main.ns, RELEASE, lambda found: not found, "nothing of the release is left")
         status = main.release.helm.run("status", RELEASE, "-n", main.ns, echo=False)
         main.kube.kubectl("delete", "namespace", main.ns, "--wait", "--timeout=180s")
         return Uninstalled(outcome, ttl, failed, left, status)
@@ -260,7 +250,3 @@ def uninstalled(main: Deployed, rejected: Rejected, reconciled: Observed) -> Uni
 
 def newest(versions: list[ModelVersion]) -> ModelVersion:
     return max(versions, key=lambda v: v.version)
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since

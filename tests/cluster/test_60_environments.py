@@ -100,13 +100,13 @@ def test_prod_network_policies_both_ways(prod: Prod, staging: Staging) -> None:
     kube.ensure_namespace(outside_ns)
     mlflow_policy = next(p for p in d.release.objects("NetworkPolicy", "mlflow"))
     mlflow_client = mlflow_policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
-    training = d.training_selector()
+    training = d.training_selector
     tests = next(
         selector(h["metadata"]["labels"])
         for h in d.release.hooks(d.release.last_revision().revision)
         if h["kind"] == "Pod"
     )
-    mlflow_svc, mlflow_port = d.mlflow_service()
+    mlflow_svc, mlflow_port = d.mlflow_service
     mlflow_host = f"{mlflow_svc}.{d.ns}.svc.cluster.local"
     db = d.release.one("Service", "postgresql")
     db_host, db_port = f"{db['metadata']['name']}.{d.ns}.svc.cluster.local", db["spec"]["ports"][0]["port"]
@@ -218,10 +218,10 @@ def test_side_by_side_each_serves_its_own_model(staging: Staging, prod: Prod) ->
         ours = [n for n in names if n.endswith(f"-{RELEASE}-mlflow")]
         uris, wanted = {}, {}
         for d in (staging.deployed, prod.deployed):
-            service, port = d.mlflow_service()
+            service, port = d.mlflow_service
             uris[d.ns] = d.isvc().spec["predictor"]["model"]["storageUri"]
             wanted[d.ns] = (
-                f"mlflow://{service}.{d.ns}.svc.cluster.local:{port}/{d.registered_model()}@production"
+                f"mlflow://{service}.{d.ns}.svc.cluster.local:{port}/{d.registered_model}@production"
             )
         again = staging.deployed.wait_serving()
         staging.deployed.infer("e2e-infer-staging-beside-prod")

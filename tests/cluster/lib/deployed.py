@@ -4,9 +4,9 @@ Job. Every name comes from the release's own objects (`helm get manifest`) or fr
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,7 +16,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Pod, Service
 
 from .helm import Release
-from .kube import InferenceService, Kube
+from .kube import E2E_LABELS, InferenceService, Kube
 from .pods import PodResult, probe_command, run_pod
 from .registry import Registry, open_registry
 from .setup import S3_ACCESS_KEY, S3_HOST, S3_SECRET, S3_SECRET_KEY, Setup
@@ -37,7 +37,7 @@ def prepare_namespace(kube: Kube, namespace: str, labels: dict[str, str] | None 
             "metadata": {
                 "name": "minio",
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/part-of": "housing-mlops-e2e"},
+                "labels": E2E_LABELS,
             },
             "spec": {
                 "type": "ExternalName",
@@ -53,7 +53,7 @@ def prepare_namespace(kube: Kube, namespace: str, labels: dict[str, str] | None 
             "metadata": {
                 "name": S3_SECRET,
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/part-of": "housing-mlops-e2e"},
+                "labels": E2E_LABELS,
                 "annotations": {
                     "serving.kserve.io/s3-endpoint": f"minio.{namespace}:9000",
                     "serving.kserve.io/s3-usehttps": "0",
@@ -95,33 +95,37 @@ class Deployed:
     def ns(self) -> str:
         return self.release.namespace
 
-    # --- names, from the release's objects ---------------------------------------------------------------------
+    # --- names, from the release's objects (read once: the values that set them never change in a scenario, and
+    # `helm get manifest` would otherwise run several times per poll of wait_serving) ------------------------------
+    @cached_property
     def isvc_name(self) -> str:
         return self.release.one("InferenceService")["metadata"]["name"]
 
+    @cached_property
     def registered_model(self) -> str:
         """The registered model's name in MLflow: the HOUSING_MODEL_NAME the chart gives its jobs."""
         names = {value for obj in self.release.manifest() for value in _env_values(obj, "HOUSING_MODEL_NAME")}
         assert len(names) == 1, f"the release's jobs name {len(names)} registered models: {names}"
         return names.pop()
 
+    @cached_property
     def mlflow_service(self) -> tuple[str, int]:
         svc = self.release.one("Service", "mlflow")
         return svc["metadata"]["name"], int(svc["spec"]["ports"][0]["port"])
 
     def isvc(self) -> Any:
-        return self.kube.api.get(InferenceService, self.isvc_name(), namespace=self.ns)
+        return self.kube.api.get(InferenceService, self.isvc_name, namespace=self.ns)
 
     def predictor_url(self) -> str:
         url = (self.isvc().status or {}).get("address", {}).get("url")
-        assert url, f"InferenceService {self.isvc_name()} has no status.address.url"
+        assert url, f"InferenceService {self.isvc_name} has no status.address.url"
         return url
 
     def predictor_host(self) -> str:
         return urlparse(self.predictor_url()).hostname or ""
 
     def predictor_labels(self) -> dict[str, str]:
-        return {"serving.kserve.io/inferenceservice": self.isvc_name()}
+        return {"serving.kserve.io/inferenceservice": self.isvc_name}
 
     def predictor_deployment(self) -> Deployment:
         found = list(
@@ -135,19 +139,25 @@ class Deployed:
     def predictor_service(self) -> Service:
         return self.kube.api.get(Service, self.predictor_host().split(".")[0], namespace=self.ns)
 
-    def training_job(self) -> str:
-        """The training Job of the revision Helm applied last (the ConfigMap the hooks read)."""
+    @cached_property
+    def training_configmap(self) -> str:
+        """The ConfigMap naming the training Job of the revision Helm applied last (what the hooks read)."""
         maps = [c for c in self.release.objects("ConfigMap", "training") if "job" in (c.get("data") or {})]
         assert len(maps) == 1, "expected one training ConfigMap naming the Job"
-        live = self.kube.api.get(ConfigMap, maps[0]["metadata"]["name"], namespace=self.ns)
+        return maps[0]["metadata"]["name"]
+
+    def training_job(self) -> str:
+        """The training Job of the revision Helm applied last (read live: each training identity has its own)."""
+        live = self.kube.api.get(ConfigMap, self.training_configmap, namespace=self.ns)
         return (live.data or {})["job"]
 
+    @cached_property
     def training_selector(self) -> dict[str, str]:
         job = self.release.one("Job", "training")
         return selector(job["spec"]["template"]["metadata"]["labels"])
 
     def training_pods(self) -> list[str]:
-        return sorted(p.metadata.name for p in self.kube.pods(self.ns, self.training_selector()))
+        return sorted(p.metadata.name for p in self.kube.pods(self.ns, self.training_selector))
 
     # --- what it serves ------------------------------------------------------------------------------------------
     def wait_serving(self, timeout: float = T_ISVC) -> Served:
@@ -178,8 +188,8 @@ class Deployed:
                 raise NotYet(f"{len(running)} predictor pods, {replicas} wanted")
             return Served(int(want[VERSION_ANNOTATION]), running)
 
-        served = wait_until(ready, what=f"{self.ns}/{self.isvc_name()} serves", timeout=timeout, interval=2)
-        print(f"    serving: {self.isvc_name()} model version {served.version} on {', '.join(served.pods)}")
+        served = wait_until(ready, what=f"{self.ns}/{self.isvc_name} serves", timeout=timeout, interval=2)
+        print(f"    serving: {self.isvc_name} model version {served.version} on {', '.join(served.pods)}")
         return served
 
     def pod_ready_seconds(self, pod: str) -> float:
@@ -198,7 +208,7 @@ class Deployed:
             namespace or self.ns,
             name,
             self.setup.test_services_image,
-            probe_command("v2", self.predictor_url(), "--model", self.isvc_name(), "--count", str(count)),
+            probe_command("v2", self.predictor_url(), "--model", self.isvc_name, "--count", str(count)),
             labels=labels,
         )
         assert result.exit_code == 0 and result.result, (
@@ -208,10 +218,8 @@ class Deployed:
 
     @contextlib.contextmanager
     def registry(self) -> Iterator[Registry]:
-        service, port = self.mlflow_service()
-        with open_registry(
-            self.kube, self.ns, service, port, self.registered_model(), self.mlflow_auth
-        ) as reg:
+        service, port = self.mlflow_service
+        with open_registry(self.kube, self.ns, service, port, self.registered_model, self.mlflow_auth) as reg:
             yield reg
 
     def job_exit_codes(self, job: str) -> list[int]:
@@ -237,7 +245,3 @@ def _env_values(node: Any, name: str) -> Iterator[str]:
     elif isinstance(node, list):
         for child in node:
             yield from _env_values(child, name)
-
-
-def seconds_between(start: dt.datetime, end: dt.datetime) -> float:
-    return (end - start).total_seconds()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 
 from .kube import E2E_LABELS, Kube
+from .wait import wait_until
 
 # What Kubernetes puts in every namespace
 DEFAULTS = {"serviceaccount/default", "configmap/kube-root-ca.crt"}
@@ -50,3 +53,13 @@ def only_volume_left(left: list[str], release: str) -> bool:
     pvs = [o for o in left if o.startswith("persistentvolume/")]
     rest = [o for o in left if not o.startswith("persistentvolume") and o != f"secret/{release}-postgresql"]
     return len(pvcs) == 1 and len(pvs) == 1 and not rest
+
+
+def settled(
+    kube: Kube, namespace: str, release: str, done: Callable[[list[str]], bool], what: str
+) -> list[str]:
+    """What is left of the release once ``done(leftovers)`` holds, or after 300 s (deletions are asynchronous:
+    Kubernetes' garbage collector and finalizers take a moment); the caller asserts on the list it gets."""
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: done(leftovers(kube, namespace, release)), what=what, timeout=300, interval=5)
+    return leftovers(kube, namespace, release)
