@@ -14,6 +14,7 @@ from housing_mlops.kube import VERSION_ANNOTATION
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Pod, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from .helm import Release
 from .kube import E2E_LABELS, InferenceService, Kube
@@ -146,6 +147,20 @@ class Deployed:
         assert len(maps) == 1, "expected one training ConfigMap naming the Job"
         return maps[0]["metadata"]["name"]
 
+    def predictor_endpoints(self) -> dict[str, bool]:
+        """The pods behind the predictor's Service (its EndpointSlices), each with its `ready` condition."""
+        slices = self.kube.api.list(
+            EndpointSlice,
+            namespace=self.ns,
+            labels={"kubernetes.io/service-name": self.predictor_host().split(".")[0]},
+        )
+        return {
+            e.targetRef.name: bool(e.conditions and e.conditions.ready)
+            for s in slices
+            for e in (s.endpoints or [])
+            if e.targetRef is not None
+        }
+
     def training_job(self) -> str:
         """The training Job of the revision Helm applied last (read live: each training identity has its own)."""
         live = self.kube.api.get(ConfigMap, self.training_configmap, namespace=self.ns)
@@ -186,9 +201,16 @@ class Deployed:
             running = tuple(sorted(p.metadata.name for p in pods if p.metadata.deletionTimestamp is None))
             if len(running) != replicas:
                 raise NotYet(f"{len(running)} predictor pods, {replicas} wanted")
+            # What clients reach: the predictor Service's endpoints are exactly these pods, all ready (a Deployment
+            # counts a pod Ready before its Service drops the old ones; a request then hung on a gone pod).
+            endpoints = self.predictor_endpoints()
+            if endpoints != {pod: True for pod in running}:
+                raise NotYet(f"the predictor Service's endpoints {endpoints} are not the pods {running}")
             return Served(int(want[VERSION_ANNOTATION]), running)
 
-        served = wait_until(ready, what=f"{self.ns}/{self.isvc_name} serves", timeout=timeout, interval=2)
+        served = wait_until(
+            ready, what=f"{self.ns}/{self.isvc_name} serves", timeout=timeout, interval=2, holds=2
+        )
         print(f"    serving: {self.isvc_name} model version {served.version} on {', '.join(served.pods)}")
         return served
 
