@@ -274,6 +274,18 @@ absent when training is off) and the release/revision whose served version they 
   value: {{ printf "%s/%s" .Release.Namespace .Release.Name | quote }}
 - name: HOUSING_REVISION
   value: {{ .Release.Revision | quote }}
+- name: HOUSING_HELM_RECORD
+  value: "true"
+{{- end -}}
+
+{{/* The Secret in which Helm (3 and 4, `secret` storage driver) records this revision: the hooks read it. */}}
+{{- define "housing-mlops.helmRecord" -}}
+{{- printf "sh.helm.release.v1.%s.v%d" .Release.Name (int .Release.Revision) -}}
+{{- end -}}
+
+{{/* Exit codes that are verdicts, not crashes (errors.py VERDICT_EXIT_CODES): a Job fails at once on them. */}}
+{{- define "housing-mlops.verdictExitCodes" -}}
+[2, 3, 4, 5, 6]
 {{- end -}}
 
 {{/* The InferenceService the promotion/rollback hooks roll out (empty: none). */}}
@@ -450,7 +462,7 @@ Usage: include "housing-mlops.scanSkips" (dict "context" $ "image" .Values.image
   "networkPolicy" (list "CKV2_K8S_6" "pod-networkpolicy" "NetworkPolicies are off in this environment (global.networkPolicy.enabled is false); values/prod.yaml renders one for every pod")
   "egressOpen" (list "" "pod-networkpolicy" "ingress is restricted but egress is open in this environment (global.networkPolicy.egress.enabled is false); values/prod.yaml restricts egress too")
   "secretEnv" (list "CKV_K8S_35" "" "MLflow, boto3 (DVC, artifacts) and libpq read these credentials from environment variables; each comes from a secretKeyRef, never a literal (tests/chart/test_security.py)")
-  "apiToken" (list "CKV_K8S_38" "" "this pod calls the Kubernetes API (it reads the training Job or patches the InferenceService) with a Role limited to that")
+  "apiToken" (list "CKV_K8S_38" "" "this pod calls the Kubernetes API (it reads the training Job, Helm's record of its revision, the InferenceService; the reconciler patches the InferenceService) with a Role limited to that")
   "ephemeral" (list "" "container-ephemeral-storage-request-and-limit" "the root filesystem is read-only and every writable volume is a sized emptyDir (global.tmpSizeLimit), so the container cannot grow ephemeral storage past them")
   "postgresUid" (list "CKV_K8S_40" "container-security-context-user-group-id" "uid/gid 70 is the postgres user of the Alpine image, the owner of its data directory; the pod runs non-root with a read-only root filesystem")
   "testProbes" (list "CKV_K8S_8,CKV_K8S_9" "" "a helm test pod sends its requests and exits: there is nothing to probe")

@@ -78,6 +78,18 @@ identity_option = click.option(
 
 def release_options(f):
     f = click.option(
+        "--helm-record",
+        is_flag=True,
+        envvar="HOUSING_HELM_RECORD",
+        help="Read Helm's record of the revision (in a pod: its Secret): the install it belongs to, and whether "
+        "Helm still deploys it (a hook whose revision Helm gave up on applies nothing, exit 5).",
+    )(f)
+    f = click.option(
+        "--install-id",
+        envvar="HOUSING_INSTALL_ID",
+        help="Which install of the release (records are kept per install); default with --helm-record: Helm's.",
+    )(f)
+    f = click.option(
         "--revision",
         envvar="HOUSING_REVISION",
         type=click.IntRange(min=1),
@@ -91,7 +103,7 @@ def isvc_options(f):
         "--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace."
     )(f)
     return click.option(
-        "--isvc-name", envvar="HOUSING_ISVC_NAME", help="InferenceService to roll out after the alias moves."
+        "--isvc-name", envvar="HOUSING_ISVC_NAME", help="InferenceService the reconciler pins: wait until it is pinned to the version decided."
     )(f)
 
 
@@ -244,6 +256,12 @@ def train(
     envvar="HOUSING_TRAINING_JOB",
     help="Kubernetes Job training the candidate: its failure ends the wait at once.",
 )
+@click.option(
+    "--moved-by",
+    envvar="HOUSING_MOVED_BY",
+    help="Who this promotion acts for, recorded when it moves the alias (default: the release revision, else "
+    "the trigger).",
+)
 def promote(
     tracking_uri,
     model_name,
@@ -261,11 +279,15 @@ def promote(
     identity,
     release,
     revision,
+    install_id,
+    helm_record,
     training_job,
+    moved_by,
 ) -> None:
-    """Quality gate, then move the alias (exit 0 promoted, 3 rejected, 4 its training failed, 1 error)."""
+    """Quality gate, then move the alias (exit 0 promoted or kept, 3 rejected, 4 its training failed, 5 Helm gave
+    up on the revision, 1 error). With --release/--revision (the hook), lifecycle.py decides whether this
+    revision changes the model at all."""
     from . import lifecycle, registry
-    from .errors import GateRejected
     from .promote import Gate
     from .promote import promote as run
 
@@ -273,11 +295,13 @@ def promote(
         raise click.UsageError("give --version, or --identity / --trigger, not both")
     if identity:
         trigger = None  # the identity names the candidate; the trigger is the fallback without one
-    if (release is None) != (revision is None):
-        raise click.UsageError("--release and --revision go together")
+    if release and not identity:
+        raise click.UsageError(
+            "--release needs --identity (HOUSING_IDENTITY): the revision's training identity"
+        )
     lifecycle.check_identity(identity)
-    lifecycle.check_release(release)  # before the gate: a bad value must not fail after the alias moved
     gate = Gate(metric, direction, max_regression_pct, threshold)
+    at, guard = _revision(release, revision, install_id, helm_record, deploying=True)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if bootstrap and not lifecycle.bootstrap_needed(model_name, alias):
         click.echo(f"skipped: {model_name}@{alias} exists; the promotion hook decides")
@@ -289,28 +313,56 @@ def promote(
         def job_failure() -> str | None:
             return kube.job_failure(training_job, isvc_namespace)
 
-    try:
+    by = moved_by or (
+        f"helm:{at.namespace}/{at.release}@{at.revision}" if at else f"trigger:{trigger or 'cli'}"
+    )
+    if at is None:
         outcome, promoted = run(
             name=model_name, alias=alias, version=version, trigger=trigger, gate=gate,
-            wait_timeout=wait_timeout, identity=identity, job_failure=job_failure,
+            wait_timeout=wait_timeout, identity=identity, job_failure=job_failure, by=by,
         )  # fmt: skip
-    except GateRejected:
-        if release:  # this revision keeps serving the champion
-            champion = _alias_holder(model_name, alias)
-            if champion:
-                lifecycle.record_served(model_name, release, revision, champion)
-        raise
-    if release:
-        lifecycle.record_served(model_name, release, revision, promoted)
-    _rollout(model_name, promoted, isvc_name, isvc_namespace)
+    else:
+        outcome, promoted = lifecycle.promote_revision(
+            name=model_name, alias=alias, at=at, identity=identity, wait_timeout=wait_timeout,
+            job_failure=job_failure, guard=guard,
+            promote=lambda candidate: run(
+                name=model_name, alias=alias, version=candidate, trigger=None, gate=gate,
+                wait_timeout=wait_timeout, by=by, guard=guard,
+            ),
+        )  # fmt: skip
+    if promoted is not None and isvc_name:
+        lifecycle.wait_pinned(isvc_name, isvc_namespace, promoted, PIN_WAIT_S)
     click.echo(f"{outcome}: {model_name} version {promoted} is @{alias}")
 
 
-def _alias_holder(name: str, alias: str) -> str | None:
-    from .promote import _holder
+PIN_WAIT_S = 120.0  # the reconciler pins within seconds; this bounds a hook whose reconciler is down
 
-    holder = _holder(name, alias)
-    return str(holder.version) if holder is not None else None
+
+def _revision(release, revision, install_id, helm_record, *, deploying: bool):
+    """The Helm revision a hook acts for (None without --release) and its guard: with --helm-record, Helm's own
+    record of the revision gives the install and (``deploying``) must say Helm is still deploying it."""
+    from . import kube, lifecycle
+    from .errors import Superseded
+
+    if (release is None) != (revision is None):
+        raise click.UsageError("--release and --revision go together")
+    if release is None:
+        return None, None
+    lifecycle.check_release(release)  # before anything moves: a bad value must not fail after the alias moved
+    if install_id is None and not helm_record:
+        raise click.UsageError("--release needs --install-id or --helm-record (which install of the release)")
+    guard = None
+    if helm_record:
+        ns, name = release.split("/")
+        found = kube.helm_record(ns, name, revision)
+        if found is None:
+            raise Superseded(f"Helm has no record of revision {revision} of {release} that this hook may read: "
+                             "the release was uninstalled or rolled back; nothing is applied")  # fmt: skip
+        install_id = found.install
+        if deploying:
+            guard = lifecycle.helm_guard(ns, name, revision, install_id)
+            guard()
+    return lifecycle.Revision.parse(release, revision, install_id), guard
 
 
 @cli.command()
@@ -322,35 +374,48 @@ def _alias_holder(name: str, alias: str) -> str | None:
 @identity_option
 @release_options
 def rollback(
-    tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace, identity, release, revision
+    tracking_uri,
+    model_name,
+    alias,
+    wait_timeout,
+    isvc_name,
+    isvc_namespace,
+    identity,
+    release,
+    revision,
+    install_id,
+    helm_record,
 ) -> None:
     """Put the alias back on the previous champion; with --release/--revision (the post-rollback hook), on the
-    version that revision served."""
+    version that revision served (exit 6, nothing changed, when that version is gone)."""
     from . import lifecycle, registry
     from .promote import restore
     from .promote import rollback as run
 
-    if (release is None) != (revision is None):
-        raise click.UsageError("--release and --revision go together")
     lifecycle.check_identity(identity)
-    lifecycle.check_release(release)
+    at, _ = _revision(release, revision, install_id, helm_record, deploying=False)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
-    if release is None:
+    if at is None:
         old, new = run(name=model_name, alias=alias, wait_timeout=wait_timeout)
-        _rollout(model_name, new, isvc_name, isvc_namespace)
+        if isvc_name:
+            lifecycle.wait_pinned(isvc_name, isvc_namespace, new, PIN_WAIT_S)
         click.echo(f"rolled back: {model_name}@{alias} version {old} -> {new}")
         return
-    target = lifecycle.rollback_target(model_name, alias, release, revision, identity)
+    target = lifecycle.rollback_target(model_name, alias, at, revision, identity)
     if target is None:
-        current = _alias_holder(model_name, alias)
+        current = lifecycle.holder(model_name, alias)
         click.echo(
             f"kept: no record of what revision {revision} of {release} served; @{alias} stays {current}"
         )
-        if current:
-            _rollout(model_name, current, isvc_name, isvc_namespace)
         return
-    old, new = restore(name=model_name, alias=alias, version=target, wait_timeout=wait_timeout)
-    _rollout(model_name, new, isvc_name, isvc_namespace)
+    lifecycle.check_restorable(
+        model_name, target, f"revision {revision} of {release} served version {target}"
+    )
+    old, new = restore(name=model_name, alias=alias, version=target, wait_timeout=wait_timeout,
+                       by=f"helm-rollback:{release}@{revision}")  # fmt: skip
+    lifecycle.record(model_name, at, new, identity)
+    if isvc_name:
+        lifecycle.wait_pinned(isvc_name, isvc_namespace, new, PIN_WAIT_S)
     click.echo(f"rolled back to revision {revision}: {model_name}@{alias} version {old} -> {new}")
 
 
@@ -360,29 +425,54 @@ def rollback(
 @alias_option
 @wait_option(60)
 @isvc_options
-def reconcile(tracking_uri, model_name, alias, wait_timeout, isvc_name, isvc_namespace) -> None:
-    """Roll the InferenceService out if it does not serve the alias's version (an alias moved outside Helm:
-    the MLflow UI, the CLI), so every replica serves the alias."""
-    from . import kube, registry
+@click.option(
+    "--uri-prefix",
+    envvar="HOUSING_URI_PREFIX",
+    required=True,
+    help="Where pinned URIs point: mlflow://<the release's MLflow host:port>/ (the chart's storage container).",
+)
+@click.option(
+    "--interval",
+    envvar="HOUSING_RECONCILE_INTERVAL",
+    type=click.FloatRange(min=0.5),
+    help="Run for ever, a round every INTERVAL seconds (the reconciler Deployment); default: one round.",
+)
+@click.option("--health-port", envvar="HOUSING_HEALTH_PORT", type=click.IntRange(0, 65535), default=8081)
+def reconcile(
+    tracking_uri,
+    model_name,
+    alias,
+    wait_timeout,
+    isvc_name,
+    isvc_namespace,
+    uri_prefix,
+    interval,
+    health_port,
+) -> None:
+    """Pin the InferenceService to the version the alias holds (an exact version: every replica, and every pod
+    created later, serves it), once or for ever."""
+    from . import lifecycle, reconciler, registry
+    from .errors import ConfigError
 
     if not isvc_name:
         raise click.UsageError("--isvc-name (HOUSING_ISVC_NAME) is required")
-    registry.wait_for_mlflow(tracking_uri, wait_timeout)
-    wanted = str(registry.get_version(model_name, alias=alias).version)
-    served = kube.served_version(isvc_name, isvc_namespace)
-    if served == wanted:
-        click.echo(f"in sync: {isvc_name} serves {model_name}@{alias} version {wanted}")
+    if not uri_prefix.startswith("mlflow://") or not uri_prefix.endswith("/"):
+        raise ConfigError(
+            f"--uri-prefix (HOUSING_URI_PREFIX) must look like mlflow://<host:port>/, got {uri_prefix!r}"
+        )
+    registry.check_http_url(tracking_uri, "MLflow URL (--tracking-uri, MLFLOW_TRACKING_URI)")
+
+    def round_() -> str:
+        return lifecycle.reconcile_once(model_name, alias, isvc_name, isvc_namespace, uri_prefix)
+
+    if interval is None:
+        registry.wait_for_mlflow(tracking_uri, wait_timeout)
+        click.echo(round_())
         return
-    _rollout(model_name, wanted, isvc_name, isvc_namespace)
-    click.echo(f"rolled out: {isvc_name} now serves {model_name}@{alias} version {wanted} (was {served})")
-
-
-def _rollout(name: str, version: str, isvc_name: str | None, isvc_namespace: str | None) -> None:
-    if not isvc_name:
-        return
-    from . import kube, registry
-
-    kube.rollout(isvc_name, isvc_namespace, version, registry.physical_uri(name, version))
+    health = reconciler.Health(stale_after=3 * interval + 10)
+    health.serve(health_port)
+    log.info("reconciling %s@%s -> InferenceService %s every %gs", model_name, alias, isvc_name, interval)
+    reconciler.run(round_, interval, health)
 
 
 @cli.command()

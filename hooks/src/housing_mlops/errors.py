@@ -1,6 +1,22 @@
-"""Errors users can act on: each is printed as one line and maps to an exit code."""
+"""Errors users can act on: each is printed as one line and maps to an exit code.
+
+Every exit code of `housing-mlops` lives here (the chart's podFailurePolicy lists the verdicts, 2-6, that a
+retry cannot change):
+
+| code | meaning |
+| --- | --- |
+| 0 | done |
+| 1 | an error a retry may fix (a service down, a crash) |
+| 2 | bad arguments (click's usage errors) |
+| 3 | GateRejected: the quality gate refused the candidate; the champion keeps serving |
+| 4 | TrainingFailed: the training a promotion waits for failed |
+| 5 | Superseded: Helm is no longer deploying this revision (timed out, rolled back, uninstalled): nothing moved |
+| 6 | Gone: the version to restore no longer exists (deleted, or its artifacts are gone): nothing moved |
+"""
 
 from __future__ import annotations
+
+USAGE_EXIT_CODE = 2  # click.UsageError.exit_code; named here so the table above is complete
 
 
 class HousingError(Exception):
@@ -29,3 +45,26 @@ class GateRejected(HousingError):
     """The quality gate refused to promote the candidate."""
 
     exit_code = 3
+
+
+class TrainingFailed(HousingError):
+    """The training this promotion waits for has failed: waiting longer, or retrying, cannot help."""
+
+    exit_code = 4
+
+
+class Superseded(HousingError):
+    """Helm gave up on (or replaced, or uninstalled) the revision this hook acts for: its outcome must not apply."""
+
+    exit_code = 5
+
+
+class Gone(NotFound):
+    """The version a rollback restores was deleted, or its artifacts are gone: nothing served changes."""
+
+    exit_code = 6
+
+
+# Verdicts: a retry gives the same answer, so the hook Jobs fail at once on them (podFailurePolicy).
+VERDICT_EXIT_CODES = (USAGE_EXIT_CODE, GateRejected.exit_code, TrainingFailed.exit_code, Superseded.exit_code,
+                      Gone.exit_code)  # fmt: skip

@@ -1,11 +1,18 @@
-"""Just enough Kubernetes API to roll an InferenceService out: one merge-patch, in-cluster auth."""
+"""Just enough Kubernetes API for the lifecycle: read and pin the InferenceService, read a Job's and Helm's
+record of a revision. In-cluster auth (the pod's ServiceAccount token); every call names what it touched."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 import json
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -14,6 +21,11 @@ from .errors import ConfigError, HousingError, NotFound
 log = logging.getLogger(__name__)
 
 VERSION_ANNOTATION = "housing-mlops.io/model-version"
+ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
+# Helm 3 and 4 keep each revision in a Secret of this name (the default `secret` storage driver), labelled
+# with its status: pending-install/-upgrade/-rollback while Helm works on it, then deployed/failed/superseded.
+HELM_RECORD = "sh.helm.release.v1.{name}.v{revision}"
+DEPLOYING = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
 
 
 def _sa_dir() -> Path:
@@ -25,9 +37,7 @@ def _api() -> tuple[str, dict[str, str], str | bool]:
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     token_file = _sa_dir() / "token"
     if not host or not token_file.exists():
-        raise ConfigError(
-            "not running in a pod with a ServiceAccount token: cannot patch the InferenceService"
-        )
+        raise ConfigError("not running in a pod with a ServiceAccount token: cannot reach the Kubernetes API")
     scheme = os.environ.get("HOUSING_KUBE_SCHEME", "https")
     ca = _sa_dir() / "ca.crt"
     return (
@@ -46,50 +56,82 @@ def namespace(explicit: str | None) -> str:
     raise ConfigError("no namespace: set --isvc-namespace or HOUSING_ISVC_NAMESPACE")
 
 
-def rollout(name: str, ns: str | None, model_version: str, uri: str) -> None:
-    """Annotate the predictor with the served version: KServe rolls the pods, re-fetching the alias.
-
-    The chart never renders this annotation, so `helm upgrade` neither reverts nor conflicts with it.
-    """
+def _call(method: str, path: str, what: str, body: dict | None = None) -> requests.Response:
     base, headers, verify = _api()
-    ns = namespace(ns)
-    url = f"{base}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
-    patch = {"spec": {"predictor": {"annotations": {VERSION_ANNOTATION: str(model_version)}}}}
+    if body is not None:
+        headers = {**headers, "Content-Type": "application/merge-patch+json"}
     try:
-        response = requests.patch(
-            url,
-            data=json.dumps(patch),
-            headers={**headers, "Content-Type": "application/merge-patch+json"},
+        return requests.request(
+            method,
+            base + path,
+            data=None if body is None else json.dumps(body),
+            headers=headers,
             verify=verify,
             timeout=30,
         )
     except requests.RequestException as exc:
-        raise HousingError(f"patching InferenceService {ns}/{name} failed: {exc}") from exc
+        raise HousingError(f"{what} failed: {exc}") from exc
+
+
+def _why(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text))
+    except ValueError:
+        return response.text
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What an InferenceService is pinned to: the exact model version and the URI its pods fetch."""
+
+    version: str | None
+    uri: str | None
+
+
+def pinned(name: str, ns: str | None) -> Pin:
+    """The InferenceService's pin (both None: never pinned)."""
+    ns = namespace(ns)
+    response = _call("GET", ISVC_API.format(ns=ns, name=name), f"reading InferenceService {ns}/{name}")
     if response.status_code == 404:
         raise NotFound(f"InferenceService {ns}/{name} not found")
     if not response.ok:
-        try:
-            why = response.json().get("message", response.text)
-        except ValueError:
-            why = response.text
+        raise HousingError(
+            f"reading InferenceService {ns}/{name} failed: {response.status_code} {_why(response)}"
+        )
+    predictor = response.json().get("spec", {}).get("predictor", {})
+    annotations = predictor.get("annotations") or {}
+    return Pin(annotations.get(VERSION_ANNOTATION), (predictor.get("model") or {}).get("storageUri"))
+
+
+def pin(name: str, ns: str | None, version: str, uri: str) -> None:
+    """Pin the InferenceService to ``version``: its storageUri names that exact version and its predictor pods
+    carry the version as an annotation; KServe rolls the predictor. The chart renders neither field, so Helm
+    (three-way merge or server-side apply) neither reverts nor conflicts with them."""
+    ns = namespace(ns)
+    what = f"pinning InferenceService {ns}/{name} to version {version}"
+    patch = {
+        "spec": {
+            "predictor": {"annotations": {VERSION_ANNOTATION: str(version)}, "model": {"storageUri": uri}}
+        }
+    }
+    response = _call("PATCH", ISVC_API.format(ns=ns, name=name), what, patch)
+    if response.status_code == 404:
+        raise NotFound(f"InferenceService {ns}/{name} not found")
+    if not response.ok:
+        why = _why(response)
         hint = ""
         if "deploymentMode cannot be changed" in why:
             hint = " (set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+)"
-        raise HousingError(
-            f"patching InferenceService {ns}/{name} failed: {response.status_code} {why[:500]}{hint}"
-        )
-    log.info("InferenceService %s/%s now serves version %s (%s)", ns, name, model_version, uri)
+        raise HousingError(f"{what} failed: {response.status_code} {why[:500]}{hint}")
+    log.info("InferenceService %s/%s pinned to version %s (%s)", ns, name, version, uri)
 
 
 def job_failure(name: str, ns: str | None) -> str | None:
     """Why Job ``name`` failed (its Failed condition), or None while it has not (or cannot be read)."""
     try:
-        base, headers, verify = _api()
         ns = namespace(ns)
-        response = requests.get(
-            f"{base}/apis/batch/v1/namespaces/{ns}/jobs/{name}", headers=headers, verify=verify, timeout=15
-        )
-    except (ConfigError, requests.RequestException) as exc:
+        response = _call("GET", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}", f"reading Job {name}")
+    except (ConfigError, HousingError) as exc:
         log.debug("cannot read Job %s: %s", name, exc)
         return None
     if not response.ok:
@@ -104,18 +146,50 @@ def job_failure(name: str, ns: str | None) -> str | None:
     return None
 
 
-def served_version(name: str, ns: str | None) -> str | None:
-    """The model version InferenceService ``name`` is annotated to serve (None: never rolled out by us)."""
-    base, headers, verify = _api()
-    ns = namespace(ns)
-    url = f"{base}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{name}"
-    try:
-        response = requests.get(url, headers=headers, verify=verify, timeout=30)
-    except requests.RequestException as exc:
-        raise HousingError(f"reading InferenceService {ns}/{name} failed: {exc}") from exc
-    if response.status_code == 404:
-        raise NotFound(f"InferenceService {ns}/{name} not found")
+@dataclass(frozen=True)
+class HelmRecord:
+    """Helm's record of one revision: its status, and the install it belongs to."""
+
+    status: str
+    install: str  # 12 hex of the install's first-deployed time: a reinstall of the same name differs
+
+
+def helm_record(ns: str, release: str, revision: int) -> HelmRecord | None:
+    """Helm's record of ``release`` at ``revision``, or None when it is gone or no longer ours to read (the
+    release was uninstalled, or rolled back: the Role of the revision applied now names only its own record)."""
+    secret = HELM_RECORD.format(name=release, revision=revision)
+    response = _call(
+        "GET", f"/api/v1/namespaces/{ns}/secrets/{secret}", f"reading Helm's record {ns}/{secret}"
+    )
+    if response.status_code in (403, 404):
+        log.info("Helm's record %s/%s: %s", ns, secret, response.status_code)
+        return None
     if not response.ok:
-        raise HousingError(f"reading InferenceService {ns}/{name} failed: {response.status_code}")
-    annotations = response.json().get("spec", {}).get("predictor", {}).get("annotations") or {}
-    return annotations.get(VERSION_ANNOTATION)
+        raise HousingError(
+            f"reading Helm's record {ns}/{secret} failed: {response.status_code} {_why(response)}"
+        )
+    body: dict[str, Any] = response.json()
+    status = (body.get("metadata", {}).get("labels") or {}).get("status", "")
+    return HelmRecord(status, install_key(_first_deployed(body, f"{ns}/{secret}")))
+
+
+def _first_deployed(secret: dict[str, Any], where: str) -> str:
+    """`info.first_deployed` of a Helm release Secret (base64 of base64 of gzipped JSON): one value per install."""
+    try:
+        raw = base64.b64decode(base64.b64decode(secret["data"]["release"]))
+        release = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        return str(release["info"]["first_deployed"])
+    except (KeyError, ValueError, OSError, TypeError) as exc:
+        raise HousingError(
+            f"Helm's record {where} is not a Helm release ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def install_key(first_deployed: str) -> str:
+    return hashlib.sha256(first_deployed.encode()).hexdigest()[:12]
+
+
+def check_install_key(key: str | None) -> str | None:
+    if key is not None and not re.fullmatch(r"[0-9a-z]{1,12}", key):
+        raise ConfigError(f"install id must be 1-12 lowercase letters or digits, got {key!r}")
+    return key

@@ -1,20 +1,21 @@
-"""The model lifecycle under Helm's verbs: which version a release revision trains, promotes and serves.
+"""The model lifecycle: from observed facts, decide which version is served, and reconcile the served state to it.
 
-One model, described as a table in docs/chart.md:
+The alias (MLflow) is the decision; the InferenceService's pin (an exact version in its storageUri) is the state;
+`reconcile_once` moves the state to the decision, and nothing else writes the pin. Who decides, and when
+(docs/chart.md has the table, docs/architecture.md maps each rule to its file):
 
-- **Training identity.** A hash of what determines the model (dataset, training parameters, jobs image, an
-  explicit retrain nonce), computed by the chart and passed as ``--identity``. The training Job is named by it and
-  `train` reuses a READY version that carries it: an upgrade that changes nothing the model depends on trains
-  nothing, and `helm rollback` re-applies a Job that finds its version already registered.
-- **Champion per revision.** The promotion hook of revision N records on the registered model which version the
-  alias holds when it is done (promoted, already there, or kept because the gate rejected the candidate). The
-  post-rollback hook of a rollback to N restores exactly that version: no training, no gate (it was gated when
-  it was promoted). After a rejected upgrade, rolling back keeps today's champion.
-- **Bootstrap decided at run time.** The training pod promotes its own version only while the alias does not
-  exist yet ("no champion"), whatever Helm verb created the pod: a retried install converges, a rollback to
-  revision 1 does not replay the first promotion.
-- **Fail fast.** The promotion hook waiting for its identity's version stops within seconds once the training
-  failed (a FAILED run tagged with the identity, or the training Job's Failed condition) and names the cause.
+- **A Helm revision** (the promotion hook) decides only when its training identity differs from the identity
+  this install last deployed (`decide`): an upgrade that changes nothing the model depends on moves nothing,
+  so an alias moved by a scheduled retrain or by a person is respected until something new is decided.
+  A new identity's version goes through the gate (gate.py) against the champion, whoever put it there.
+- **A rollback** restores exactly the version its target revision recorded serving (no training, no gate); a
+  version that no longer exists fails the hook (exit 6) and changes nothing served.
+- **Helm and the cluster agree**: a hook acts only while Helm's record of its revision still says Helm is
+  deploying it, for this install; checked before and after it moves the alias (exit 5 otherwise, nothing moved).
+- **Records are per install**: every record is keyed by the install (Helm's first-deployed time), so a
+  reinstall of the same name never uses, nor is confused by, a previous install's records.
+- **The bootstrap**: the training pod promotes its own version only while the alias does not exist yet.
+- **Fail fast**: a promotion waiting for its training stops once it failed (exit 4), or once Helm gave up.
 """
 
 from __future__ import annotations
@@ -23,29 +24,68 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 
-from . import registry
-from .errors import ConfigError, HousingError, NotFound
+from . import kube, registry
+from .errors import ConfigError, Gone, NotFound, Superseded, TrainingFailed
 
 log = logging.getLogger(__name__)
 
 IDENTITY_TAG = "identity"
 IDENTITY_RE = re.compile(r"^[0-9a-f]{8,64}$")
-SERVED_PREFIX = "served."  # registered-model tag served.<namespace>.<release>.<revision> = version
-SERVED_KEEP = 100  # revisions remembered per release (Helm keeps 10 by default)
+RECORD_PREFIX = "release."  # registered-model tags release.<namespace>.<release>.<install>.<what>
+SERVED_KEEP = 100  # revisions remembered per install (Helm keeps 10 by default)
 POLL_S = 5.0
-
-
-class TrainingFailed(HousingError):
-    """The training this promotion waits for has failed: waiting longer, or retrying, cannot help."""
-
-    exit_code = 4
+OUTSIDE = "outside"  # who moved the alias when none of our jobs did: a person (MLflow UI, API, CLI)
 
 
 def check_identity(identity: str | None) -> str | None:
     if identity is not None and not IDENTITY_RE.match(identity):
         raise ConfigError(f"training identity must be 8-64 lowercase hex characters, got {identity!r}")
     return identity
+
+
+def check_release(release: str | None) -> str | None:
+    """``release`` (--release, HOUSING_RELEASE) if it is <namespace>/<name>; checked before anything moves."""
+    if release is not None and not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+", release):
+        raise ConfigError(f"release must be <namespace>/<name> (lowercase DNS names), got {release!r}")
+    return release
+
+
+# --- facts ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One Helm revision of one install of a release."""
+
+    namespace: str
+    release: str
+    revision: int
+    install: str  # kube.install_key: differs between two installs of the same name
+
+    @classmethod
+    def parse(cls, release: str, revision: int, install: str) -> Revision:
+        check_release(release)
+        kube.check_install_key(install)
+        if revision < 1:
+            raise ConfigError(f"revision must be >= 1, got {revision}")
+        namespace, name = release.split("/")
+        return cls(namespace, name, revision, install)
+
+    def key(self, what: str) -> str:
+        return f"{RECORD_PREFIX}{self.namespace}.{self.release}.{self.install}.{what}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.release} revision {self.revision}"
+
+
+def holder(name: str, alias: str) -> str | None:
+    try:
+        return str(registry.get_version(name, alias=alias).version)
+    except NotFound:
+        return None
 
 
 def trained(name: str, identity: str):
@@ -58,10 +98,9 @@ def trained(name: str, identity: str):
 def failed_training(identity: str, experiment: str | None = None) -> str | None:
     """Why the newest training run of ``identity`` failed, if its newest run did (None: none failed)."""
     client = registry.client()
-    names = [experiment] if experiment else None
     experiments = (
-        [e for e in (client.get_experiment_by_name(n) for n in names) if e]
-        if names
+        [e for e in [client.get_experiment_by_name(experiment)] if e]
+        if experiment
         else client.search_experiments()
     )
     if not experiments:
@@ -84,8 +123,10 @@ def wait_for_training(
     *,
     job_failure: Callable[[], str | None] | None = None,
     experiment: str | None = None,
+    guard: Callable[[], None] | None = None,
 ):
-    """The version trained with ``identity``, waiting for it; raises TrainingFailed as soon as the training did."""
+    """The version trained with ``identity``, waiting for it; raises TrainingFailed as soon as the training did,
+    and whatever ``guard`` raises (Superseded: Helm gave up on the revision) as soon as it does."""
     deadline = time.monotonic() + timeout
     while True:
         version = trained(name, identity)
@@ -96,60 +137,145 @@ def wait_for_training(
             why = job_failure()
         if why is not None:
             raise TrainingFailed(f"the training of identity {identity} failed: {why}")
+        if guard is not None:
+            guard()
         if time.monotonic() >= deadline:
             raise NotFound(f"no version of {name!r} with identity {identity} after {timeout:g}s")
         log.info("waiting for the training of identity %s to register a version", identity)
         time.sleep(min(POLL_S, max(0.5, deadline - time.monotonic())))
 
 
-def check_release(release: str | None) -> str | None:
-    """``release`` (--release, HOUSING_RELEASE) if it is <namespace>/<name>; checked before anything moves."""
-    if release is not None and not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9.-]+", release):
-        raise ConfigError(f"release must be <namespace>/<name> (lowercase DNS names), got {release!r}")
-    return release
+def decided_identity(name: str, at: Revision) -> str | None:
+    """The training identity this install last deployed (None: nothing yet, e.g. its first revision)."""
+    return registry.client().get_registered_model(name).tags.get(at.key("identity"))
 
 
-def _served_key(release: str, revision: int) -> str:
-    check_release(release)
-    if revision < 1:
-        raise ConfigError(f"revision must be >= 1, got {revision}")
-    namespace, rel = release.split("/")
-    return f"{SERVED_PREFIX}{namespace}.{rel}.{revision}"
+def served_at(name: str, at: Revision, revision: int) -> str | None:
+    return registry.client().get_registered_model(name).tags.get(at.key(f"served.{revision}"))
 
 
-def record_served(name: str, release: str, revision: int, version: str) -> None:
-    """Remember that ``release`` at ``revision`` serves ``version`` (and forget revisions long gone)."""
+def record(name: str, at: Revision, served: str | None, identity: str | None) -> None:
+    """Remember what ``at`` serves and (when the alias holds its model) the identity it deployed."""
     client = registry.client()
-    key = _served_key(release, revision)
-    registry.set_model_tag(name, key, version)
-    prefix = key.rsplit(".", 1)[0] + "."
-    tags = client.get_registered_model(name).tags
-    for old in [k for k in tags if k.startswith(prefix) and k[len(prefix) :].isdigit()]:
-        if int(old[len(prefix) :]) <= revision - SERVED_KEEP:
+    if served is not None:
+        registry.set_model_tag(name, at.key(f"served.{at.revision}"), served)
+    if identity is not None:
+        registry.set_model_tag(name, at.key("identity"), identity)
+    prefix = at.key("served.")
+    for old in [k for k in client.get_registered_model(name).tags if k.startswith(prefix)]:
+        tail = old[len(prefix) :]
+        if tail.isdigit() and int(tail) <= at.revision - SERVED_KEEP:
             client.delete_registered_model_tag(name, old)
-    log.info("revision %d of %s serves %s version %s", revision, release, name, version)
+    log.info("%s serves %s version %s (identity %s)", at, name, served, identity or "unchanged")
 
 
-def served_at(name: str, release: str, revision: int) -> str | None:
-    return registry.client().get_registered_model(name).tags.get(_served_key(release, revision))
+# --- who moved the alias -------------------------------------------------------------------------------------
 
 
-def bootstrap_needed(name: str, alias: str) -> bool:
-    """True while the alias does not exist: the first model of a release (install, or a retried install)."""
+def _moved_key(alias: str) -> str:
+    return f"alias.{alias}.moved"
+
+
+def record_move(name: str, alias: str, version: str, by: str) -> None:
+    """Our jobs say who moved the alias (MLflow does not record it): `<version> <by>`."""
+    registry.set_model_tag(name, _moved_key(alias), f"{version} {by}")
+
+
+def moved_by(name: str, alias: str, version: str) -> str:
+    """Who put ``version`` on the alias: what our job recorded when it moved it, else OUTSIDE (a person)."""
+    raw = registry.client().get_registered_model(name).tags.get(_moved_key(alias), "")
+    recorded, _, by = raw.partition(" ")
+    return by if recorded == version and by else OUTSIDE
+
+
+# --- decisions -----------------------------------------------------------------------------------------------
+
+
+class Action(Enum):
+    KEEP = "kept"  # the release's model did not change, or was decided before: move nothing
+    WAIT = "wait"  # the candidate is not known yet: wait for the training, then decide again
+    ALREADY = "already"  # the candidate holds the alias
+    GATE = "gate"  # judge the candidate against the champion; promote it if it passes
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the promotion hook of a revision observed."""
+
+    identity: str  # the revision's training identity
+    decided: str | None  # the identity this install last deployed (None: its first revision)
+    holder: str | None  # the version holding the alias (None: no alias)
+    candidate: str | None = None  # the identity's version (None: not looked up yet)
+    judged: bool = False  # the candidate carries a gate verdict already
+
+
+def decide(f: Facts) -> Action:
+    """What a Helm revision does about the alias (docs/chart.md's table, rows install/upgrade/reinstall)."""
+    if f.identity == f.decided:
+        return Action.KEEP  # nothing the model depends on changed: the alias is respected, whoever moved it
+    if f.candidate is None:
+        return Action.WAIT
+    if f.candidate == f.holder:
+        return Action.ALREADY
+    if f.holder is not None and f.decided is None and f.judged:
+        return Action.KEEP  # a reinstall finds its version decided before: the registry's champion stays
+    return Action.GATE
+
+
+def promote_revision(
+    *,
+    name: str,
+    alias: str,
+    at: Revision,
+    identity: str,
+    promote: Callable[[str], tuple[str, str]],
+    wait_timeout: float,
+    job_failure: Callable[[], str | None] | None = None,
+    guard: Callable[[], None] | None = None,
+) -> tuple[str, str | None]:
+    """The promotion hook of revision ``at``: decide, act, record. Returns (outcome, version the alias holds).
+
+    ``promote(version)`` gates and moves the alias (promote.promote); it raises GateRejected, which is recorded
+    (this revision serves the champion) and re-raised.
+    """
+    from .errors import GateRejected
+
+    facts = Facts(identity, decided_identity(name, at), holder(name, alias))
+    action = decide(facts)
+    if action is Action.WAIT:
+        candidate = wait_for_training(name, identity, wait_timeout, job_failure=job_failure, guard=guard)
+        facts = Facts(
+            identity,
+            facts.decided,
+            holder(name, alias),
+            str(candidate.version),
+            f"gate.{alias}" in candidate.tags,
+        )
+        action = decide(facts)
+    log.info("%s: %s (identity %s, deployed before %s, @%s holds %s, candidate %s)",
+             at, action.value, identity, facts.decided, alias, facts.holder, facts.candidate)  # fmt: skip
+    if guard is not None:
+        guard()
+    if action is Action.KEEP:
+        record(name, at, facts.holder, identity if facts.decided else None)
+        return action.value, facts.holder
+    if action is Action.ALREADY:
+        record(name, at, facts.candidate, identity)
+        return action.value, facts.candidate
+    assert facts.candidate is not None
     try:
-        holder = registry.get_version(name, alias=alias)
-    except NotFound:
-        return True
-    log.info(
-        "@%s already holds version %s: not a bootstrap, the promotion hook decides", alias, holder.version
-    )
-    return False
+        outcome, now = promote(facts.candidate)
+    except GateRejected:
+        record(name, at, holder(name, alias), None)  # this revision keeps serving the champion
+        raise
+    record(name, at, now, identity if now == facts.candidate else None)
+    return outcome, now
 
 
-def rollback_target(name: str, alias: str, release: str, revision: int, identity: str | None) -> str | None:
-    """The version a rollback to ``revision`` restores: what it recorded serving; else (a revision from before
-    this record, or whose hook never finished) its identity's version if that passed the gate; else None."""
-    version = served_at(name, release, revision)
+def rollback_target(name: str, alias: str, at: Revision, target: int, identity: str | None) -> str | None:
+    """The version a rollback to revision ``target`` restores: what it recorded serving; else (a revision whose
+    hook never finished) its identity's version if that passed the gate; else None (nothing to restore)."""
+    version = served_at(name, at, target)
     if version is not None:
         return version
     if identity:
@@ -157,8 +283,92 @@ def rollback_target(name: str, alias: str, release: str, revision: int, identity
         if candidate is not None and candidate.tags.get(f"gate.{alias}", "").startswith("passed"):
             log.info(
                 "no record for revision %d; its training (version %s) passed the gate",
-                revision,
+                target,
                 candidate.version,
             )
             return str(candidate.version)
     return None
+
+
+def check_restorable(name: str, version: str, why: str) -> None:
+    """Raise Gone unless ``version`` exists and still has its model files."""
+    try:
+        registry.get_version(name, version=version)
+    except NotFound as exc:
+        raise Gone(
+            f"{why}: version {version} of {name!r} no longer exists in MLflow; nothing changed"
+        ) from exc
+    if not registry.model_files_present(name, version):
+        raise Gone(
+            f"{why}: the artifacts of {name!r} version {version} ({registry.physical_uri(name, version)}) are gone; "
+            "nothing changed"
+        )
+
+
+def bootstrap_needed(name: str, alias: str) -> bool:
+    """True while the alias does not exist: the first model of a release (install, or a retried install)."""
+    current = holder(name, alias)
+    if current is None:
+        return True
+    log.info("@%s already holds version %s: not a bootstrap, the promotion hook decides", alias, current)
+    return False
+
+
+# --- Helm's record -------------------------------------------------------------------------------------------
+
+
+def helm_guard(ns: str, release: str, revision: int, install: str) -> Callable[[], None]:
+    """A check that raises Superseded unless Helm is still deploying ``revision`` of this install."""
+
+    def check() -> None:
+        found = kube.helm_record(ns, release, revision)
+        if found is None or found.install != install or found.status not in kube.DEPLOYING:
+            state = (
+                "gone" if found is None else "another install" if found.install != install else found.status
+            )
+            raise Superseded(
+                f"Helm is no longer deploying revision {revision} of {ns}/{release} ({state}): "
+                "this hook's outcome is not applied"
+            )
+
+    return check
+
+
+# --- reconcile: the served state follows the decision ----------------------------------------------------------
+
+
+def pin_uri(prefix: str, name: str, version: str) -> str:
+    """The exact-version URI the InferenceService loads: mlflow://<its MLflow>/<model>/<version>."""
+    return f"{prefix.rstrip('/')}/{name}/{version}"
+
+
+def reconcile_once(name: str, alias: str, isvc: str, ns: str | None, prefix: str) -> str:
+    """Pin the InferenceService to the version the alias holds, if it is not already. Returns what it did.
+
+    The pin changes only here; a missing alias leaves the pin alone, and a version that is gone (deleted, or its
+    artifacts) is never pinned (Gone): the predictor keeps serving what it serves."""
+    wanted = holder(name, alias)
+    if wanted is None:
+        return f"@{alias} does not exist: pin unchanged"
+    current = kube.pinned(isvc, ns)
+    uri = pin_uri(prefix, name, wanted)
+    if (current.version, current.uri) == (wanted, uri):
+        return f"in sync: version {wanted}"
+    check_restorable(name, wanted, f"@{alias} names version {wanted}")
+    by = moved_by(name, alias, wanted)
+    if by == OUTSIDE:
+        record_move(name, alias, wanted, OUTSIDE)
+    kube.pin(isvc, ns, wanted, uri)
+    return f"pinned version {wanted} (was {current.version}; @{alias} moved by {by})"
+
+
+def wait_pinned(isvc: str, ns: str | None, version: str, timeout: float) -> None:
+    """Wait until the reconciler has pinned ``version`` (the hook then knows the rollout has started)."""
+    deadline = time.monotonic() + timeout
+    while (current := kube.pinned(isvc, ns).version) != version:
+        if time.monotonic() >= deadline:
+            raise NotFound(
+                f"InferenceService {isvc} is still pinned to version {current} after {timeout:g}s, not {version}: "
+                f"is the reconciler running? (kubectl logs deploy/<release>-reconciler)"
+            )
+        time.sleep(1.0)

@@ -8,12 +8,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import registry
 from .errors import ConfigError, GateRejected, HousingError, NotFound
+from .lifecycle import record_move
 
 log = logging.getLogger(__name__)
 
@@ -238,21 +239,27 @@ def promote(
     wait_timeout: float,
     identity: str | None = None,
     job_failure=None,
+    by: str = "cli",
+    guard: Callable[[], None] | None = None,
 ) -> tuple[str, str]:
     """Judge the candidate and move ``alias`` if it passes. Returns (outcome, version); raises GateRejected.
 
     Outcomes: "promoted", "already" (it holds the alias), "superseded" (it passed, but a concurrent promotion
-    moved the alias to a better version, which is returned).
+    moved the alias to a better version, which is returned). ``by`` is recorded as who moved the alias;
+    ``guard`` (Helm still deploys the hook's revision) is checked right before and after the move, which is
+    undone if it fails after.
     """
     candidate = find_candidate(name, version, trigger, wait_timeout, identity, job_failure)
     if candidate.status != "READY":
         raise HousingError(f"version {candidate.version} is {candidate.status}, not READY")
     score = _metric(candidate, gate.metric)
     with alias_lease(name, alias, wait_timeout):
-        return _promote(name, alias, candidate, score, gate)
+        return _promote(name, alias, candidate, score, gate, by, guard)
 
 
-def _promote(name: str, alias: str, candidate, score: float, gate: Gate) -> tuple[str, str]:
+def _promote(
+    name: str, alias: str, candidate, score: float, gate: Gate, by: str, guard: Callable[[], None] | None
+) -> tuple[str, str]:
     for _ in range(SETTLE_ROUNDS):
         champion = _holder(name, alias)
         if champion is not None and champion.version == candidate.version:
@@ -267,7 +274,7 @@ def _promote(name: str, alias: str, candidate, score: float, gate: Gate) -> tupl
                 alias, now and now.version, candidate.version,
             )  # fmt: skip
             continue
-        return _move(name, alias, candidate, score, champion, gate, reason)
+        return _move(name, alias, candidate, score, champion, gate, reason, by, guard)
     raise HousingError(f"@{alias} kept moving while promoting version {candidate.version}: retry later")
 
 
@@ -299,9 +306,19 @@ def _judge(name: str, alias: str, candidate, score: float, champion, gate: Gate)
 
 
 def _move(
-    name: str, alias: str, candidate, score: float, champion, gate: Gate, reason: str
+    name: str,
+    alias: str,
+    candidate,
+    score: float,
+    champion,
+    gate: Gate,
+    reason: str,
+    by: str,
+    guard: Callable[[], None] | None,
 ) -> tuple[str, str]:
     client = registry.client()
+    if guard is not None:
+        guard()
     history = _history(name, alias)
     if champion is not None and (not history or history[-1] != champion.version):
         history.append(champion.version)  # e.g. an alias set by hand before the first promotion
@@ -309,7 +326,21 @@ def _move(
     _set_history(name, alias, [*history, candidate.version])
     if champion is not None:
         registry.set_model_tag(name, "previous_champion", champion.version, version=candidate.version)
+    record_move(name, alias, candidate.version, by)
     client.set_registered_model_alias(name, alias, candidate.version)
+    if guard is not None:
+        try:
+            guard()
+        except HousingError:  # Helm gave up between the check and the move: undo it, then say so
+            if champion is not None:
+                record_move(name, alias, champion.version, by)
+                client.set_registered_model_alias(name, alias, champion.version)
+            else:
+                client.delete_registered_model_alias(name, alias)
+            _set_history(name, alias, history)
+            log.warning("Helm gave up while version %s was promoted: @%s put back on %s", candidate.version, alias,
+                        champion and champion.version)  # fmt: skip
+            raise
     holder = _settle(name, alias, candidate, score, gate)
     if holder != candidate.version:
         return "superseded", holder
@@ -333,6 +364,7 @@ def _rollback(name: str, alias: str) -> tuple[str, str]:
         raise NotFound(f"@{alias} of {name!r} has no previous champion to roll back to")
     previous = history[-1]
     registry.get_version(name, version=previous)  # still exists?
+    record_move(name, alias, previous, "cli-rollback")
     client.set_registered_model_alias(name, alias, previous)
     _set_history(name, alias, history)
     registry.set_model_tag(name, f"rolled_back.{alias}", "true", version=current.version)
@@ -340,7 +372,9 @@ def _rollback(name: str, alias: str) -> tuple[str, str]:
     return current.version, previous
 
 
-def restore(*, name: str, alias: str, version: str, wait_timeout: float = 120.0) -> tuple[str | None, str]:
+def restore(
+    *, name: str, alias: str, version: str, wait_timeout: float = 120.0, by: str = "cli"
+) -> tuple[str | None, str]:
     """Put ``alias`` on ``version`` (a `helm rollback` to the revision that served it): no gate, it was gated
     when it was promoted. Returns (from_version or None, version)."""
     registry.get_version(name, version=version)  # NotFound with a clear message if it was deleted
@@ -354,6 +388,7 @@ def restore(*, name: str, alias: str, version: str, wait_timeout: float = 120.0)
         if current is not None and (not history or history[-1] != current.version):
             history.append(current.version)
         _set_history(name, alias, [*[v for v in history if v != version], version])
+        record_move(name, alias, version, by)
         client.set_registered_model_alias(name, alias, version)
         if current is not None:
             registry.set_model_tag(name, f"rolled_back.{alias}", "true", version=current.version)

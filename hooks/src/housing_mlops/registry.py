@@ -7,6 +7,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import requests
@@ -187,3 +188,16 @@ def physical_uri(name: str, version: str) -> str:
 
 def run_metrics(run_id: str) -> dict[str, float]:
     return dict(client().get_run(run_id).data.metrics)
+
+
+def model_files_present(name: str, version: str) -> bool:
+    """True when version ``version``'s artifact folder still holds an MLflow model (its MLmodel file)."""
+    import mlflow
+
+    uri = physical_uri(name, version)
+    try:
+        listed = mlflow.artifacts.list_artifacts(artifact_uri=uri)
+    except Exception as exc:  # boto/mlflow raise many types; all mean "cannot be read"
+        log.info("listing %s failed: %s", uri, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return False
+    return any(Path(f.path).name == "MLmodel" for f in listed)

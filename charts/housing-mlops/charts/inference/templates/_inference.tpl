@@ -16,13 +16,10 @@ container matches only the URIs of its own MLflow, so two releases never fetch e
 {{- $host -}}
 {{- end -}}
 
-{{/* storageUri of the predictor: the alias through our storage container, or the pinned s3:// URI. */}}
-{{- define "housing-mlops.inference.storageUri" -}}
-{{- if eq .Values.model.uriMode "alias" -}}
-{{- printf "mlflow://%s/%s@%s" (include "housing-mlops.inference.mlflowAuthority" .) .Values.global.model.name .Values.global.model.alias -}}
-{{- else -}}
-{{- .Values.model.storageUri -}}
-{{- end -}}
+{{/* Alias mode: where the reconciler's pins point (mlflow://<this release's MLflow>/), what the storage
+container answers for. */}}
+{{- define "housing-mlops.inference.uriPrefix" -}}
+{{- printf "mlflow://%s/" (include "housing-mlops.inference.mlflowAuthority" .) -}}
 {{- end -}}
 
 {{/* Fail early, with what to install, when the KServe CRDs are missing. */}}

@@ -22,7 +22,7 @@ metadata:
     {{- include "housing-mlops.scanSkips" (dict "context" $ "image" $v.image "resources" $v.resources "pullPolicy" (include "housing-mlops.imagePullPolicy" (dict "context" $ "image" $v.image)) "pod" true "skips" (list "secretEnv" "ephemeral" "apiToken")) | trim | nindent 4 }}
 spec:
   backoffLimit: {{ $v.backoffLimit }}
-  {{- include "housing-mlops.podFailurePolicy" (dict .name (list 2 3 4)) | nindent 2 }}
+  {{- include "housing-mlops.podFailurePolicy" (dict .name (include "housing-mlops.verdictExitCodes" . | fromJsonArray)) | nindent 2 }}
   activeDeadlineSeconds: {{ $v.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ $v.ttlSecondsAfterFinished }}
   template:
@@ -33,7 +33,7 @@ spec:
     spec:
       restartPolicy: Never
       serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ "component" "promotion") }}
-      # the hooks read the training Job (fail fast) and patch the InferenceService: the only pods with a token
+      # the hooks read the training Job (fail fast), Helm's record of their revision and the InferenceService
       automountServiceAccountToken: true
       {{- with (include "housing-mlops.imagePullSecrets" $) }}{{ . | nindent 6 }}{{- end }}
       securityContext:

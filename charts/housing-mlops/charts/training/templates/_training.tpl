@@ -21,13 +21,12 @@ metadata:
 spec:
   restartPolicy: Never
   {{- if $scheduled }}
-  # the promote container rolls the predictor out: its own ServiceAccount and Role (cronjob.yaml)
+  # its own ServiceAccount (cloud role annotations); no Kubernetes API: the reconciler pins what the alias says
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "retrain") }}
-  automountServiceAccountToken: true
   {{- else }}
   serviceAccountName: {{ include "housing-mlops.fullname" (dict "context" $ctx "component" "training") }}
-  automountServiceAccountToken: false
   {{- end }}
+  automountServiceAccountToken: false
   {{- with (include "housing-mlops.imagePullSecrets" .) }}{{ . | nindent 2 }}{{- end }}
   securityContext:
     {{- include "housing-mlops.podSecurityContext" .Values.podSecurityContext | nindent 4 }}
@@ -126,12 +125,6 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
-        {{- with include "housing-mlops.isvcName" . }}
-        - name: HOUSING_ISVC_NAME
-          value: {{ . | quote }}
-        - name: HOUSING_ISVC_NAMESPACE
-          value: {{ $ctx.Release.Namespace | quote }}
-        {{- end }}
         - name: HOUSING_WAIT_TIMEOUT
           value: {{ include "housing-mlops.num" .Values.waitTimeout }}
         - name: HOME

@@ -1,0 +1,76 @@
+"""`housing-mlops reconcile --interval S`: the release's long-running reconciler (a Deployment).
+
+It polls the alias and the InferenceService's pin every few seconds and calls `lifecycle.reconcile_once`, so an
+alias moved by a person, a retrain or a hook serves on every replica within seconds. Polling, not MLflow's
+registry webhooks: one GET to MLflow and one to the API server per round is cheap, a restarted reconciler
+converges on its first round, and nothing has to reach it (no ingress, no shared HMAC secret, no lost
+deliveries to retry). `/healthz` answers 200 while rounds complete (they reach MLflow and the API server).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+
+class Health:
+    """When the last round completed, and the last error; healthy while a round completed recently."""
+
+    def __init__(self, stale_after: float) -> None:
+        self.stale_after = stale_after
+        self.last_ok: float | None = None
+        self.last_error = "no round completed yet"
+
+    def ok(self) -> bool:
+        return self.last_ok is not None and time.monotonic() - self.last_ok <= self.stale_after
+
+    def serve(self, port: int) -> ThreadingHTTPServer:
+        health = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                healthy = self.path == "/healthz" and health.ok()
+                body = b"ok\n" if healthy else f"{health.last_error}\n".encode()
+                self.send_response(200 if healthy else 404 if self.path != "/healthz" else 503)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # probes every few seconds: not worth a log line
+                pass
+
+        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        threading.Thread(target=server.serve_forever, name="healthz", daemon=True).start()
+        return server
+
+
+def run(round_: Callable[[], str], interval: float, health: Health, rounds: int | None = None) -> None:
+    """Call ``round_`` every ``interval`` seconds (``rounds`` times, or for ever), logging what changed."""
+    last = None
+    done = 0
+    while rounds is None or done < rounds:
+        started = time.monotonic()
+        try:
+            did = round_()
+            health.last_ok = time.monotonic()
+            if did != last:
+                log.info("%s", did)
+            last = did
+        except Exception as exc:  # one bad round (MLflow restarting, a gone version) must not end the loop
+            from .errors import Gone
+
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, Gone):  # MLflow and the API answered: healthy, and the pin stays
+                health.last_ok = time.monotonic()
+            health.last_error = message
+            if message != last:
+                log.error("%s", message)
+            last = message
+        done += 1
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
