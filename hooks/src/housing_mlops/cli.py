@@ -103,7 +103,9 @@ def isvc_options(f):
         "--isvc-namespace", envvar="HOUSING_ISVC_NAMESPACE", help="Default: the pod's namespace."
     )(f)
     return click.option(
-        "--isvc-name", envvar="HOUSING_ISVC_NAME", help="InferenceService the reconciler pins: wait until it is pinned to the version decided."
+        "--isvc-name",
+        envvar="HOUSING_ISVC_NAME",
+        help="InferenceService the reconciler pins: wait until it is pinned to the version decided.",
     )(f)
 
 
