@@ -171,6 +171,16 @@ CASES: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         values(promotion__enabled=False),
         ("/training/bootstrapPromotion",),
     ),
+    "promotion without training (the hook would wait for a training that never runs)": (
+        "conflict",
+        values(training__enabled=False),
+        ("/training/enabled",),
+    ),
+    "alias mode without an InferenceService name (nothing could pin it)": (
+        "conflict",
+        values(global__inferenceService__name=""),
+        ("/global/inferenceService/name",),
+    ),
     # the templates' own `fail`
     "empty price range for helm test": (
         "template fail",

@@ -59,12 +59,23 @@ def container_env(container: dict) -> dict[str, str]:
     return {item["name"]: item.get("value", SECRET_PLACEHOLDER) for item in container.get("env", [])}
 
 
+def pin_uri(objects, isvc: dict) -> str:
+    """The URI the InferenceService's pods fetch: rendered (pinned mode), or what the reconciler pins (alias mode:
+    its URI prefix, the model, a version)."""
+    rendered = isvc["spec"]["predictor"]["model"].get("storageUri")
+    if rendered:
+        return rendered
+    (reconciler,) = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-reconciler")
+    ]
+    env = container_env(reconciler["spec"]["template"]["spec"]["containers"][0])
+    return f"{env['HOUSING_URI_PREFIX']}{env['HOUSING_MODEL_NAME']}/1"
+
+
 def invocations(objects) -> list[Invocation]:
     """Every housing-mlops command line in a rendering, as the kubelet / KServe would start it."""
     found = []
-    isvc_uris = [
-        o["spec"]["predictor"]["model"]["storageUri"] for o in objects if o["kind"] == "InferenceService"
-    ]
+    isvc_uris = [pin_uri(objects, o) for o in objects if o["kind"] == "InferenceService"]
     for obj in objects:
         where = f"{obj['kind']}/{obj['metadata']['name']}"
         if obj["kind"] == "ClusterStorageContainer":
@@ -76,7 +87,7 @@ def invocations(objects) -> list[Invocation]:
                     argv = (*container["command"], uri, "/mnt/models")
                     found.append(Invocation(where, argv, tuple(sorted(container_env(container).items()))))
             continue
-        if obj["kind"] in ("Job", "Pod"):
+        if obj["kind"] in ("Job", "Pod", "Deployment"):
             spec = obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
             for container in spec.get("initContainers", []) + spec["containers"]:
                 if container.get("command", [""])[0] != "housing-mlops":
@@ -119,7 +130,7 @@ def test_cli_is_installed():
 
 def test_every_component_is_covered():
     commands = {inv.command for inv in UNIQUE}
-    assert {"train", "promote", "rollback", "fetch-model", "infer", "check"} <= commands
+    assert {"train", "promote", "rollback", "fetch-model", "infer", "check", "reconcile"} <= commands
 
 
 @pytest.mark.parametrize("inv", UNIQUE, ids=lambda i: f"{i.where}:{' '.join(i.argv[1:3])}")
@@ -163,11 +174,31 @@ def test_training_and_promotion_share_the_identity():
     assert config["data"]["identity"] == train["identity"]
 
 
-def test_promotion_rolls_out_the_inference_service():
+def test_promotion_waits_for_the_pin_of_its_inference_service():
     hook = next(i for i in by_command("values/staging.yaml", "promote") if "-promote-" in i.where)
     params = parsed(hook)
     assert params["isvc_name"] == "housing-model"
     assert params["isvc_namespace"] == NAMESPACE
+    assert params["helm_record"] and params["release"] == f"{NAMESPACE}/{RELEASE}" and params["revision"] == 1
+
+
+def test_reconciler_pins_its_inference_service_to_its_own_mlflow():
+    (reconcile,) = [parsed(i) for i in by_command("values/staging.yaml", "reconcile")]
+    assert reconcile["isvc_name"] == "housing-model"
+    assert reconcile["uri_prefix"] == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/"
+    assert reconcile["interval"] > 0
+
+
+def test_verdict_exit_codes_are_the_ones_errors_py_names():
+    from housing_mlops.errors import VERDICT_EXIT_CODES
+
+    hook = next(
+        o
+        for o in render((ROOT / "values/staging.yaml",))
+        if o["kind"] == "Job" and "-promote-" in o["metadata"]["name"]
+    )
+    rules = hook["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["onExitCodes"]["values"] == list(VERDICT_EXIT_CODES)
 
 
 def test_prod_gate_is_strict():
@@ -177,12 +208,9 @@ def test_prod_gate_is_strict():
     assert params["threshold"] == 50000
 
 
-def test_storage_container_fetches_the_alias():
+def test_storage_container_fetches_the_pinned_version():
     (fetch,) = [parsed(i) for i in by_command("values/staging.yaml", "fetch-model")]
-    assert (
-        fetch["uri"]
-        == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/housing-model@production"
-    )
+    assert fetch["uri"] == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/housing-model/1"
     assert fetch["dest"] == "/mnt/models"
     assert fetch["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
 
@@ -218,7 +246,9 @@ def mlflow_cli_flags() -> set[str]:
 def test_mlflow_server_flags_exist():
     """The MLflow container's flags exist in the locked mlflow (the image installs the same lock)."""
     objects = render((ROOT / "values" / "prod.yaml",))
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{RELEASE}-mlflow"
+    )
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "server"
     known = mlflow_cli_flags()

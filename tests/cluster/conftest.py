@@ -180,12 +180,18 @@ from .environments import prod, staging  # noqa: E402,F401
 from .main_release import (  # noqa: E402,F401
     accepted,
     installed,
+    kept_after_manual_move,
+    kept_after_retrain,
     main,
     reconciled,
     rejected,
+    restarted,
     retrained,
     rolled_back,
     rolled_back_first,
+    rolled_back_to_gone,
+    timed_out,
+    timed_out_rolled_back,
     unchanged,
     uninstalled,
 )

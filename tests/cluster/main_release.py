@@ -1,12 +1,14 @@
 """The main release's lifecycle as a chain of session fixtures, each one Helm verb or event on the release
 (values/kind.yaml): install → upgrade unchanged → accepted → rejected → rollback → rollback to the install →
-scheduled retrain → alias moved outside Helm → uninstall. Each returns what it observed (a typed record); a
+scheduled retrain → values-only upgrade → alias moved by hand + predictor pod deleted (reconciler stopped) →
+the reconciler pins, then a timed alias move → values-only upgrade → uninstall. Each returns what it observed (a typed record); a
 scenario asks for the step it checks and gets every earlier one run first, so any scenario runs alone (`-k`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +19,7 @@ from .lib.helm import Helm, Outcome, Release
 from .lib.kube import Kube
 from .lib.leftovers import settled
 from .lib.registry import ModelVersion
-from .lib.setup import CHART, ROOT, Datasets, Setup, phase
+from .lib.setup import CHART, ROOT, TIMINGS, Datasets, Setup, phase
 from .lib.wait import NotYet, wait_until
 
 NAMESPACE = "housing"
@@ -195,8 +197,8 @@ class Retrained:
 
 @pytest.fixture(scope="session")
 def retrained(main: Deployed, rolled_back_first: Observed) -> Retrained:
-    """An upgrade turning on the retrain and reconcile CronJobs (it trains nothing itself), then the retrain run
-    now: it trains on the newest pushed dataset version, gates, promotes, rolls the predictor."""
+    """An upgrade turning on the retrain CronJob (it trains nothing itself), then the retrain run now: it trains
+    on the newest pushed dataset version, gates and moves the alias; the reconciler pins the predictor to it."""
     with phase("retrain-scheduled"):
         enabled = observe(
             main, main.release.upgrade("-f", str(OVERLAYS / "schedule.yaml"), timeout=T_INSTALL).check()
@@ -205,47 +207,258 @@ def retrained(main: Deployed, rolled_back_first: Observed) -> Retrained:
         return Retrained(enabled, observe(main))
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A values-only upgrade: what it observed, and what its promotion hook recorded the revision serves."""
+
+    observed: Observed
+    recorded: int | None
+
+
+def values_only_upgrade(d: Deployed, *overlays: str) -> Kept:
+    args = [a for o in ("schedule.yaml", *overlays) for a in ("-f", str(OVERLAYS / o))]
+    outcome = d.release.upgrade(*args, timeout=T_INSTALL).check()
+    revision = d.release.last_revision().revision
+    observed = observe(d, outcome)
+    with d.registry() as reg:
+        return Kept(observed, reg.served_record(d.ns, d.release.name, revision))
+
+
 @pytest.fixture(scope="session")
-def reconciled(main: Deployed, installed: Observed, retrained: Retrained) -> Observed:
-    """The alias moved outside Helm (the MLflow API, as from the UI), then the reconcile CronJob run now."""
+def kept_after_retrain(main: Deployed, retrained: Retrained) -> Kept:
+    """helm upgrade changing only the predictor's replicas (2), after the scheduled retrain moved the alias: the
+    revision's training identity is the one the release deployed, so nothing trains and the alias stays."""
+    with phase("upgrade-after-retrain"):
+        return values_only_upgrade(main, "replicas.yaml")
+
+
+@dataclass(frozen=True)
+class Restarted:
+    """The alias moved by hand while the reconciler was stopped, then a predictor pod deleted."""
+
+    pinned: int  # the version the InferenceService was pinned to
+    moved_to: int  # where the alias was moved
+    replacement: str  # the predictor pod created for the deleted one
+    versions: dict[str, int]  # model_version -> answers, 50 requests through the Service
+
+
+@pytest.fixture(scope="session")
+def restarted(main: Deployed, installed: Observed, kept_after_retrain: Kept) -> Restarted:
+    """Pinned serving through a pod restart: with the reconciler stopped (so that it cannot act in between), the
+    alias moved by hand and one predictor pod deleted; 50 answers through the Service name one version, the
+    pinned one, on the old pod and its replacement alike."""
+    pinned = kept_after_retrain.observed.served
+    with phase("restart-pinned"):
+        main.scale_reconciler(0)
+        try:
+            with main.registry() as reg:
+                reg.set_alias(installed.served.version)
+            victim = pinned.pods[0]
+            print(f"    alias moved to v{installed.served.version} by hand; deleting predictor pod {victim}")
+            main.kube.api.delete(Pod, victim, namespace=main.ns)
+            served = main.wait_serving()
+            (replacement,) = set(served.pods) - set(pinned.pods)
+            TIMINGS.add("predictor-pod-created-to-ready", main.pod_ready_seconds(replacement))
+            result = main.infer("e2e-infer-restarted", count=50)
+        finally:
+            main.scale_reconciler(1)
+        return Restarted(pinned.version, installed.served.version, replacement, result.result["versions"])
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    observed: Observed
+    moved_to: int
+    alias_to_pinned_s: float
+    alias_to_ready_s: float
+
+
+@pytest.fixture(scope="session")
+def reconciled(main: Deployed, accepted: Accepted, restarted: Restarted) -> Reconciled:
+    """The reconciler back: it pins the version the alias was moved to while it was stopped; then the alias moved
+    by hand again (MLflow's API, as from its UI), timed until the new version serves on every replica."""
     with phase("reconcile"):
+        main.wait_serving_version(restarted.moved_to)
+        target = accepted.observed.served.version
         with main.registry() as reg:
-            reg.set_alias(installed.served.version)
-        run_cronjob(main, "promotion", "e2e-reconcile")
-        return observe(main)
+            reg.set_alias(target)
+        moved = time.monotonic()
+        wait_until(
+            lambda: main.pinned_version() == target or None,
+            what=f"the reconciler pins v{target}",
+            timeout=60,
+            interval=0.5,
+        )
+        pinned_s = time.monotonic() - moved
+        main.wait_serving_version(target)
+        ready_s = time.monotonic() - moved
+        TIMINGS.add("alias-moved-to-pinned", pinned_s)
+        TIMINGS.add("alias-moved-to-ready", ready_s)
+        print(f"    alias moved -> pinned {pinned_s:.1f} s, -> ready on every replica {ready_s:.1f} s")
+        return Reconciled(observe(main), target, pinned_s, ready_s)
+
+
+@pytest.fixture(scope="session")
+def kept_after_manual_move(main: Deployed, reconciled: Reconciled) -> Kept:
+    """helm upgrade changing only resources, after a person moved the alias: nothing trains, the alias stays."""
+    with phase("upgrade-after-manual-move"):
+        return values_only_upgrade(main, "replicas.yaml", "upgrade-unchanged.yaml")
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    """An upgrade whose training outlasted Helm's --timeout: what Helm recorded, what the hook did, and what is
+    served once the late training has registered its version (when the old design promoted it)."""
+
+    before: Observed
+    outcome: Outcome
+    statuses: dict[int, str]  # helm history after the late training finished: revision -> status
+    hook_exit_codes: list[int]
+    hook_job: str
+    late_version: int  # the version the timed-out revision's training registered after Helm gave up
+    after: Observed
+
+
+def timed_out_upgrade(d: Deployed, before: Observed, nonce: str, *flags: str, timeout: str) -> TimedOut:
+    """`helm upgrade` with a slow training (a new identity) and a --timeout it cannot meet; then wait for that
+    training to finish (the late outcome) and observe that nothing it did was applied."""
+    args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", "upgrade-slow.yaml")
+            for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
+    outcome = d.release.upgrade(*args, "--set", f"training.retrainNonce={nonce}", *flags, timeout=timeout)
+    assert not outcome.ok, f"helm upgrade --timeout {timeout} was meant to time out: {outcome.stdout[-500:]}"
+    failed = max((r for r in d.release.history() if r.status == "failed"), key=lambda r: r.revision)
+    hook = d.release.hook_job(failed.revision, "post-upgrade")
+
+    def hook_done() -> list[int]:
+        codes = d.job_exit_codes(hook)
+        if not codes:
+            raise NotYet(f"hook Job {hook} still runs")
+        return codes
+
+    codes = wait_until(hook_done, what=f"the timed-out revision's hook {hook} ends", timeout=300, interval=2)
+    with d.registry() as reg:
+        known = {v.version for v in before.versions}
+
+        def late_version() -> int:
+            new = [v.version for v in reg.versions() if v.version not in known]
+            if not new:
+                raise NotYet("the timed-out revision's training has not registered its version yet")
+            return max(new)
+
+        # --rollback-on-failure deletes the training Job with the revision: then nothing is registered
+        late = (
+            wait_until(late_version, what="the late training registers", timeout=600, interval=3)
+            if not flags
+            else 0
+        )
+    after = observe(d)
+    statuses = {r.revision: r.status for r in d.release.history()}
+    print(f"    helm history after the late training: {statuses}")
+    return TimedOut(before, outcome, statuses, codes, hook, late, after)
+
+
+@pytest.fixture(scope="session")
+def timed_out(main: Deployed, kept_after_manual_move: Kept) -> TimedOut:
+    """helm upgrade --timeout 10s while its training needs a minute: Helm marks the revision failed at once, the
+    hook must apply nothing (exit 5), even after the training registers its version."""
+    with phase("upgrade-timeout"):
+        return timed_out_upgrade(main, kept_after_manual_move.observed, "timeout-1", timeout="10s")
+
+
+@pytest.fixture(scope="session")
+def timed_out_rolled_back(main: Deployed, timed_out: TimedOut) -> TimedOut:
+    """The same with Helm 4's --rollback-on-failure: Helm rolls back to the last deployed revision (its
+    rollback hook restores what that revision served) while the failed revision's hook still waits."""
+    with phase("upgrade-timeout-rollback"):
+        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="60s")
+
+
+@dataclass(frozen=True)
+class RollbackToGone:
+    before: Observed
+    outcome: Outcome
+    deleted: int
+    hook_exit_codes: list[int]
+    hook_job: str
+    after: Observed
+
+
+@pytest.fixture(scope="session")
+def rolled_back_to_gone(main: Deployed, retrained: Retrained, kept_after_retrain: Kept,
+                        timed_out_rolled_back: TimedOut) -> RollbackToGone:  # fmt: skip
+    """helm rollback to the revision that served the scheduled retrain's version, after that version was
+    deleted in MLflow: the rollback hook fails naming it (exit 6) and nothing served changes."""
+    before = timed_out_rolled_back.after
+    gone = retrained.observed.alias
+    assert before.alias != gone, "the version to delete is not the one serving"
+    with phase("rollback-to-gone"):
+        with main.registry() as reg:
+            target = max(
+                r.revision
+                for r in main.release.history()
+                if reg.served_record(main.ns, RELEASE, r.revision) == gone
+            )
+            reg.delete_version(gone)
+        outcome = main.release.rollback(target, timeout="5m")
+        revision = main.release.last_revision().revision
+        hook = main.release.hook_job(target, "post-rollback")
+        codes = main.job_exit_codes(hook)
+        print(main.kube.kubectl("logs", "-n", main.ns, f"job/{hook}", "--tail=5", check=False).stdout)
+        print(f"    rollback to revision {target} (v{gone} deleted) -> revision {revision}")
+        return RollbackToGone(before, outcome, gone, codes, hook, observe(main))
 
 
 @dataclass(frozen=True)
 class Uninstalled:
     outcome: Outcome
-    kept_hook_ttl: int | None
-    kept_hook_failed: int | None
+    kept_hooks: dict[str, tuple[int | None, list[int]]]  # failed hook Job -> (TTL, exit codes)
+    running_after_s: float  # uninstall returned -> no pod of the release running
     leftovers: list[str]
     status_after: Outcome
 
 
 @pytest.fixture(scope="session")
-def uninstalled(main: Deployed, rejected: Rejected, reconciled: Observed) -> Uninstalled:
-    """helm uninstall --wait; the rejected candidate's hook Job is kept on purpose (failed hooks are, until their
-    TTL): checked, then deleted rather than waited for."""
+def uninstalled(
+    main: Deployed,
+    rejected: Rejected,
+    timed_out: TimedOut,
+    timed_out_rolled_back: TimedOut,
+    rolled_back_to_gone: RollbackToGone,
+) -> Uninstalled:
+    """helm uninstall --wait while a training and its promotion hook run (an upgrade that timed out a moment
+    before): nothing of the release may keep running. Failed hook Jobs are kept on purpose (until their TTL, for
+    `kubectl logs` and their exit code): checked, then deleted rather than waited for."""
     with phase("uninstall"):
+        args = [a for o in ("schedule.yaml", "upgrade-slow.yaml") for a in ("-f", str(OVERLAYS / o))]
+        late = main.release.upgrade(*args, "--set", "training.retrainNonce=uninstall", timeout="10s")
+        assert not late.ok
+        revision = main.release.last_revision().revision
+        running_hook = main.release.hook_job(revision, "post-upgrade")
         outcome = main.release.uninstall().check()
-        job = main.job(rejected.hook_job)
-        ttl, failed = job.spec.ttlSecondsAfterFinished, job.status.failed if job.status else None
-        main.kube.kubectl(
-            "delete",
-            "job",
-            rejected.hook_job,
-            "-n",
-            main.ns,
-            "--cascade=foreground",
-            "--wait",
-            "--timeout=120s",
-        )
+        returned = time.monotonic()
+
+        def nothing_runs() -> bool:
+            pods = [p for p in main.kube.pods(main.ns, {"app.kubernetes.io/instance": RELEASE})
+                    if p.status.phase in ("Pending", "Running")]  # fmt: skip
+            if pods:
+                raise NotYet(f"still running: {[p.metadata.name for p in pods]}")
+            return True
+
+        wait_until(nothing_runs, what="no pod of the uninstalled release runs", timeout=180, interval=1)
+        running_after = time.monotonic() - returned
+        TIMINGS.add("uninstall-to-nothing-running", running_after)
+        kept = {}
+        for hook in (rejected.hook_job, timed_out.hook_job, timed_out_rolled_back.hook_job,
+                     rolled_back_to_gone.hook_job, running_hook):  # fmt: skip
+            job = main.job(hook)
+            kept[hook] = (job.spec.ttlSecondsAfterFinished, main.job_exit_codes(hook))
+            main.kube.kubectl("delete", "job", hook, "-n", main.ns, "--cascade=foreground", "--wait",
+                              "--timeout=120s")  # fmt: skip
+        print(f"    failed hooks kept: {kept}; nothing ran {running_after:.1f} s after uninstall returned")
         left = settled(main.kube, main.ns, RELEASE, lambda found: not found, "nothing of the release is left")
         status = main.release.helm.run("status", RELEASE, "-n", main.ns, echo=False)
         main.kube.kubectl("delete", "namespace", main.ns, "--wait", "--timeout=180s")
-        return Uninstalled(outcome, ttl, failed, left, status)
+        return Uninstalled(outcome, kept, running_after, left, status)
 
 
 def newest(versions: list[ModelVersion]) -> ModelVersion:

@@ -1,4 +1,6 @@
-"""Continuous training (the retrain CronJob on the newest dataset version) and an alias moved outside Helm."""
+"""Continuous training (the retrain CronJob on the newest dataset version), pinned serving and an alias moved
+outside Helm: the model that answers is the decided one through values-only upgrades, pod restarts and the
+reconciler."""
 
 from __future__ import annotations
 
@@ -6,9 +8,13 @@ import pytest
 
 from .lib.deployed import Deployed
 from .lib.setup import Datasets
-from .main_release import Observed, Rejected, Retrained, newest
+from .main_release import Kept, Observed, Reconciled, Rejected, Restarted, Retrained, newest
 
 pytestmark = pytest.mark.cluster
+
+RECONCILE_TARGET_S = (
+    30  # issue 21: alias moved -> rollout started, and -> Ready on every replica (direct swap)
+)
 
 
 def test_scheduled_retrain_trains_on_the_newest_data(
@@ -25,11 +31,48 @@ def test_scheduled_retrain_trains_on_the_newest_data(
     main.infer("e2e-infer-retrained")
 
 
-def test_alias_moved_outside_helm_is_served(
-    main: Deployed, installed: Observed, reconciled: Observed
+def test_values_only_upgrade_after_a_retrain_keeps_the_alias(
+    main: Deployed, retrained: Retrained, kept_after_retrain: Kept
 ) -> None:
-    assert reconciled.alias == installed.served.version
-    assert reconciled.served.version == installed.served.version, (
-        "the predictor serves the alias moved outside Helm"
+    before, after = retrained.observed, kept_after_retrain.observed
+    assert after.versions == before.versions, "nothing trained"
+    assert after.alias == before.alias, "the upgrade left the retrain's alias alone"
+    assert after.served.version == before.served.version, "the retrain still serves"
+    assert len(after.served.pods) == 2, "on both replicas"
+    assert kept_after_retrain.recorded == before.alias, (
+        "the hook recorded that the revision serves the retrain"
     )
-    main.infer("e2e-infer-reconciled")
+    result = main.infer("e2e-infer-kept-after-retrain", count=10)
+    assert result.result["versions"] == {str(before.alias): 10}
+
+
+def test_a_recreated_predictor_pod_serves_the_pin_not_the_alias(restarted: Restarted) -> None:
+    assert restarted.moved_to != restarted.pinned
+    assert restarted.versions == {str(restarted.pinned): 50}, (
+        f"50 answers after the alias moved to v{restarted.moved_to} and {restarted.replacement} was recreated "
+        f"all come from the pinned v{restarted.pinned}: {restarted.versions}"
+    )
+
+
+def test_alias_moved_outside_helm_serves_on_every_replica_within_seconds(
+    main: Deployed, reconciled: Reconciled
+) -> None:
+    after = reconciled.observed
+    assert after.alias == after.served.version == reconciled.moved_to
+    assert reconciled.alias_to_pinned_s <= RECONCILE_TARGET_S, (
+        f"alias moved -> pinned took {reconciled.alias_to_pinned_s:.1f} s"
+    )
+    assert reconciled.alias_to_ready_s - reconciled.alias_to_pinned_s <= RECONCILE_TARGET_S, (
+        f"pinned -> Ready on every replica took {reconciled.alias_to_ready_s - reconciled.alias_to_pinned_s:.1f} s"
+    )
+    result = main.infer("e2e-infer-reconciled", count=20)
+    assert result.result["versions"] == {str(reconciled.moved_to): 20}
+
+
+def test_values_only_upgrade_after_a_manual_move_keeps_the_alias(
+    reconciled: Reconciled, kept_after_manual_move: Kept
+) -> None:
+    before, after = reconciled.observed, kept_after_manual_move.observed
+    assert after.versions == before.versions, "nothing trained"
+    assert after.alias == after.served.version == reconciled.moved_to, "the person's choice still serves"
+    assert kept_after_manual_move.recorded == reconciled.moved_to

@@ -133,18 +133,20 @@ def test_the_chart_accepts_what_the_e2e_installs(overlay: str) -> None:
 
 
 def test_the_upgrade_overlays_train_only_where_the_scenarios_expect() -> None:
-    """The training identity (the Job's name) stays for the unchanged upgrade and the schedule, changes for the
-    accepted and the rejected retrain."""
+    """The training identity (the Job's name) stays for the values-only upgrades (unchanged, replicas, the
+    schedule), changes for the accepted, the rejected and the slow (timed-out) retrain."""
     installed = _training_job(render("values/kind.yaml"))["metadata"]["name"]
     assert {p.split("/")[-1] for p in UPGRADE_OVERLAYS} == {
         "upgrade-unchanged.yaml",
         "upgrade-accepted.yaml",
         "upgrade-rejected.yaml",
+        "upgrade-slow.yaml",
+        "replicas.yaml",
         "schedule.yaml",
     }
     for overlay in UPGRADE_OVERLAYS:
         name = _training_job(render("values/kind.yaml", overlay))["metadata"]["name"]
-        trains = overlay.endswith(("upgrade-accepted.yaml", "upgrade-rejected.yaml"))
+        trains = overlay.endswith(("upgrade-accepted.yaml", "upgrade-rejected.yaml", "upgrade-slow.yaml"))
         assert (name != installed) == trains, f"{overlay}: training Job {name}, installed {installed}"
 
 
@@ -179,6 +181,7 @@ def test_names_the_scenarios_rely_on_are_in_the_chart(env: str, values: tuple[st
         ("Service", "mlflow"),
         ("Service", "postgresql"),
         ("Job", "training"),
+        ("Deployment", "reconciler"),
     ):
         found = [d["metadata"]["name"] for d in _component(docs, kind, component)]
         assert len(found) == 1, f"{kind} ({component}): {found}"
@@ -201,9 +204,8 @@ def test_names_the_scenarios_rely_on_are_in_the_chart(env: str, values: tuple[st
     assert (
         csc["metadata"]["name"] == "housing-e2e-housing-mlflow"
     )  # <namespace>-<release>-mlflow, per release
-    if env == "main+schedule":
-        for component in ("training", "promotion"):  # the retrain and the reconcile CronJob
-            assert len(_component(docs, "CronJob", component)) == 1, component
+    if env == "main+schedule":  # the retrain CronJob
+        assert len(_component(docs, "CronJob", "training")) == 1
     if env == "prod":  # the NetworkPolicy scenario's clients and the predictor-clients namespace
         (policy,) = _component(docs, "NetworkPolicy", "mlflow")
         assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]

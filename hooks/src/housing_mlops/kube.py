@@ -156,12 +156,13 @@ class HelmRecord:
 
 def helm_record(ns: str, release: str, revision: int) -> HelmRecord | None:
     """Helm's record of ``release`` at ``revision``, or None when it is gone or no longer ours to read (the
-    release was uninstalled, or rolled back: the Role of the revision applied now names only its own record)."""
+    release was uninstalled, with our ServiceAccount and Role, or rolled back: the Role of the revision applied
+    now names only its own record)."""
     secret = HELM_RECORD.format(name=release, revision=revision)
     response = _call(
         "GET", f"/api/v1/namespaces/{ns}/secrets/{secret}", f"reading Helm's record {ns}/{secret}"
     )
-    if response.status_code in (403, 404):
+    if response.status_code in (401, 403, 404):  # 401: our ServiceAccount itself was deleted with the release
         log.info("Helm's record %s/%s: %s", ns, secret, response.status_code)
         return None
     if not response.ok:

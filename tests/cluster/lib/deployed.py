@@ -196,7 +196,9 @@ class Deployed:
             if (st.updatedReplicas, st.readyReplicas, st.availableReplicas, st.replicas) != (replicas,) * 4:
                 raise NotYet(f"rollout: {st.updatedReplicas}/{st.readyReplicas}/{st.replicas} of {replicas}")
             if VERSION_ANNOTATION not in want:
-                raise AssertionError(f"InferenceService has no {VERSION_ANNOTATION}: no hook rolled it out")
+                raise AssertionError(
+                    f"InferenceService has no {VERSION_ANNOTATION}: the reconciler never pinned it"
+                )
             pods = self.kube.pods(self.ns, self.predictor_labels())
             running = tuple(sorted(p.metadata.name for p in pods if p.metadata.deletionTimestamp is None))
             if len(running) != replicas:
@@ -206,13 +208,52 @@ class Deployed:
             endpoints = self.predictor_endpoints()
             if endpoints != {pod: True for pod in running}:
                 raise NotYet(f"the predictor Service's endpoints {endpoints} are not the pods {running}")
-            return Served(int(want[VERSION_ANNOTATION]), running)
+            version = int(want[VERSION_ANNOTATION])
+            uri = isvc.spec["predictor"].get("model", {}).get("storageUri", "")
+            if uri.startswith("mlflow://") and not uri.endswith(f"/{self.registered_model}/{version}"):
+                raise AssertionError(f"InferenceService pinned to {uri!r} but annotated version {version}")
+            return Served(version, running)
 
         served = wait_until(
             ready, what=f"{self.ns}/{self.isvc_name} serves", timeout=timeout, interval=2, holds=2
         )
         print(f"    serving: {self.isvc_name} model version {served.version} on {', '.join(served.pods)}")
         return served
+
+    def wait_serving_version(self, version: int, timeout: float = T_ISVC) -> Served:
+        """Wait until ``version`` serves on every replica (the pin moved and rolled out)."""
+
+        def pinned_and_served() -> Served:
+            if self.pinned_version() != version:
+                raise NotYet(f"pinned to v{self.pinned_version()}, not v{version}")
+            return self.wait_serving(timeout=timeout)
+
+        return wait_until(pinned_and_served, what=f"v{version} serves", timeout=timeout, interval=1)
+
+    def pinned_version(self) -> int | None:
+        """The version the InferenceService is pinned to (the reconciler's annotation), None before the first pin."""
+        annotations = self.isvc().spec["predictor"].get("annotations") or {}
+        return int(annotations[VERSION_ANNOTATION]) if VERSION_ANNOTATION in annotations else None
+
+    def scale_reconciler(self, replicas: int) -> None:
+        """Stop (0) or start (1) the release's reconciler, waiting until it has."""
+        name = self.release.one("Deployment", "reconciler")["metadata"]["name"]
+        self.kube.kubectl("scale", "deployment", name, "-n", self.ns, f"--replicas={replicas}")
+        selector_labels = self.release.one("Deployment", "reconciler")["spec"]["selector"]["matchLabels"]
+
+        def scaled() -> bool:
+            pods = self.kube.pods(self.ns, selector_labels)
+            if replicas == 0:
+                return not pods
+            ready = [
+                p
+                for p in pods
+                if p.metadata.deletionTimestamp is None
+                and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+            ]
+            return len(ready) == replicas
+
+        wait_until(scaled, what=f"the reconciler at {replicas} ready replicas", timeout=180, interval=1)
 
     def pod_ready_seconds(self, pod: str) -> float:
         """How long the pod took from its creation to Ready."""

@@ -67,6 +67,21 @@ class Registry:
             json={"name": self.model, "alias": alias, "version": str(version)},
         )
 
+    def tags(self) -> dict[str, str]:
+        answer = self._call("GET", "registered-models/get", params={"name": self.model})
+        return {t["key"]: t["value"] for t in answer["registered_model"].get("tags", [])}
+
+    def served_record(self, namespace: str, release: str, revision: int) -> int | None:
+        """What the promotion hook of ``revision`` recorded serving (lifecycle.record, keyed per install: the
+        release has one install here, so the one matching key)."""
+        prefix, suffix = f"release.{namespace}.{release}.", f".served.{revision}"
+        found = [int(v) for k, v in self.tags().items() if k.startswith(prefix) and k.endswith(suffix)]
+        assert len(found) <= 1, f"more than one install recorded revision {revision}: {found}"
+        return found[0] if found else None
+
+    def delete_version(self, version: int) -> None:
+        self._call("DELETE", "model-versions/delete", json={"name": self.model, "version": str(version)})
+
     def download_uri(self, version: int) -> str:
         answer = self._call(
             "GET", "model-versions/get-download-uri", params={"name": self.model, "version": version}
