@@ -140,8 +140,9 @@ fi
     pin promotion jobs
     pin tests jobs
     pin inference serving
-    # the storage initializer runs `housing-mlops fetch-model`: the jobs image (values.yaml)
+    # the storage initializer (`housing-mlops fetch-model`) and the reconciler run the jobs image (values.yaml)
     printf '  storageContainer:\n    image:\n      digest: "%s"  # jobs image\n' "${DIGEST[jobs]}"
+    printf '  reconciler:\n    image:\n      digest: "%s"  # jobs image\n' "${DIGEST[jobs]}"
   fi
 } >"$OUT/digests.yaml"
 

@@ -133,7 +133,10 @@ def test_every_object_carries_the_release_labels(values: Path):
             ("postgresql.enabled=false", "global.database.host=db", "global.database.existingSecret=db"),
         ),
         ("mlflow", ("mlflow.enabled=false", "global.mlflow.url=http://mlflow.example.com")),
-        ("training", ("training.enabled=false", "promotion.enabled=false", "training.bootstrapPromotion=false")),
+        (
+            "training",
+            ("training.enabled=false", "promotion.enabled=false", "training.bootstrapPromotion=false"),
+        ),
         ("promotion", ("promotion.enabled=false", "training.bootstrapPromotion=false")),
         ("inference", ("inference.enabled=false", "global.inferenceService.name=")),
     ],

@@ -429,6 +429,7 @@ def test_publish_images_pins_digests(
         "inference": {
             "image": {"digest": images["serving"]},
             "storageContainer": {"image": {"digest": images["jobs"]}},
+            "reconciler": {"image": {"digest": images["jobs"]}},
         },
     }
     ok = env.run(

@@ -16,7 +16,7 @@ from .conftest import VALUES_FILES, render, values_id
 # pods that call the Kubernetes API (they patch the InferenceService)
 # pods that talk to the API server: the hooks and CronJobs that read the training Job or patch the
 # InferenceService
-TOKEN_USERS = ("-promote-", "-rollback-", "/housing-retrain", "/housing-reconcile")
+TOKEN_USERS = ("-promote-", "-rollback-", "/housing-reconciler")
 CREDENTIAL_URI = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 
 
@@ -119,7 +119,9 @@ def test_one_service_account_per_component(values: Path):
 
 def test_audit_catches_a_weakened_pod():
     objects = [dict(o) for o in render((VALUES_FILES[0],))]
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    deployment = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-mlflow")
+    )
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     weakened = {
         **container,

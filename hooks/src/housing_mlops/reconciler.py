@@ -4,7 +4,8 @@ It polls the alias and the InferenceService's pin every few seconds and calls `l
 alias moved by a person, a retrain or a hook serves on every replica within seconds. Polling, not MLflow's
 registry webhooks: one GET to MLflow and one to the API server per round is cheap, a restarted reconciler
 converges on its first round, and nothing has to reach it (no ingress, no shared HMAC secret, no lost
-deliveries to retry). `/healthz` answers 200 while rounds complete (they reach MLflow and the API server).
+deliveries to retry). `/healthz` (readiness) answers 200 while rounds complete (they reach MLflow and the API
+server); `/livez` (liveness) while rounds end at all, so an MLflow outage does not restart it for nothing.
 """
 
 from __future__ import annotations
@@ -23,20 +24,28 @@ class Health:
 
     def __init__(self, stale_after: float) -> None:
         self.stale_after = stale_after
-        self.last_ok: float | None = None
+        self.last_ok: float | None = None  # a round that reached MLflow and the API server
+        self.last_round: float | None = None  # any round that ended (a stuck loop never ends one)
         self.last_error = "no round completed yet"
 
+    def _recent(self, at: float | None) -> bool:
+        return at is not None and time.monotonic() - at <= self.stale_after
+
     def ok(self) -> bool:
-        return self.last_ok is not None and time.monotonic() - self.last_ok <= self.stale_after
+        return self._recent(self.last_ok)
+
+    def alive(self) -> bool:
+        return self._recent(self.last_round)
 
     def serve(self, port: int) -> ThreadingHTTPServer:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                healthy = self.path == "/healthz" and health.ok()
+                checks = {"/healthz": health.ok, "/livez": health.alive}
+                healthy = self.path in checks and checks[self.path]()
                 body = b"ok\n" if healthy else f"{health.last_error}\n".encode()
-                self.send_response(200 if healthy else 404 if self.path != "/healthz" else 503)
+                self.send_response(200 if healthy else 503 if self.path in checks else 404)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -72,5 +81,6 @@ def run(round_: Callable[[], str], interval: float, health: Health, rounds: int 
             if message != last:
                 log.error("%s", message)
             last = message
+        health.last_round = time.monotonic()
         done += 1
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
