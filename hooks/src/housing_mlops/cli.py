@@ -230,6 +230,12 @@ def train(
     "--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric."
 )
 @click.option(
+    "--allow-older-data",
+    is_flag=True,
+    envvar="HOUSING_GATE_ALLOW_OLDER_DATA",
+    help="Judge a candidate trained on an older dataset than the champion's (rejected otherwise).",
+)
+@click.option(
     "--bootstrap",
     is_flag=True,
     envvar="HOUSING_BOOTSTRAP",
@@ -254,6 +260,7 @@ def promote(
     direction,
     max_regression_pct,
     threshold,
+    allow_older_data,
     bootstrap,
     wait_timeout,
     isvc_name,
@@ -277,7 +284,7 @@ def promote(
         raise click.UsageError("--release and --revision go together")
     lifecycle.check_identity(identity)
     lifecycle.check_release(release)  # before the gate: a bad value must not fail after the alias moved
-    gate = Gate(metric, direction, max_regression_pct, threshold)
+    gate = Gate(metric, direction, max_regression_pct, threshold, allow_older_data)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if bootstrap and not lifecycle.bootstrap_needed(model_name, alias):
         click.echo(f"skipped: {model_name}@{alias} exists; the promotion hook decides")
