@@ -244,6 +244,12 @@ def train(
     "--threshold", envvar="HOUSING_GATE_THRESHOLD", type=float, help="Absolute bound on the metric."
 )
 @click.option(
+    "--allow-older-data",
+    is_flag=True,
+    envvar="HOUSING_GATE_ALLOW_OLDER_DATA",
+    help="Judge a candidate trained on an older dataset than the champion's (rejected otherwise).",
+)
+@click.option(
     "--bootstrap",
     is_flag=True,
     envvar="HOUSING_BOOTSTRAP",
@@ -274,6 +280,7 @@ def promote(
     direction,
     max_regression_pct,
     threshold,
+    allow_older_data,
     bootstrap,
     wait_timeout,
     isvc_name,
@@ -302,7 +309,7 @@ def promote(
             "--release needs --identity (HOUSING_IDENTITY): the revision's training identity"
         )
     lifecycle.check_identity(identity)
-    gate = Gate(metric, direction, max_regression_pct, threshold)
+    gate = Gate(metric, direction, max_regression_pct, threshold, allow_older_data)
     at, guard = _revision(release, revision, install_id, helm_record, deploying=True)
     registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if bootstrap and not lifecycle.bootstrap_needed(model_name, alias):

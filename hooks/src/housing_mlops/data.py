@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -34,6 +35,7 @@ class PulledData:
     md5: str
     remote_url: str
     synthetic: bool
+    pushed_at: str | None = None  # when the remote received this md5 (ISO 8601 UTC); None: unknown
 
 
 class _Collect(logging.Handler):
@@ -179,7 +181,43 @@ def pull(
     actual = md5_of(path)
     if actual != expected:
         raise DataError(f"{target}: md5 mismatch after dvc pull: expected {expected}, got {actual}")
-    return PulledData(path=path, md5=actual, remote_url=url, synthetic=kind == "synthetic")
+    return PulledData(
+        path=path, md5=actual, remote_url=url, synthetic=kind == "synthetic", pushed_at=pushed_at(url, actual)
+    )
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def file_time(path: Path) -> str:
+    """A local file's mtime as `pushed_at` (`--no-pull` CSVs: their `dataset.kind` says what they are)."""
+    return _iso(datetime.fromtimestamp(path.stat().st_mtime, UTC))
+
+
+def cache_key(remote_url: str, md5: str) -> str:
+    """Where DVC 3 stores ``md5`` under ``remote_url``: <remote>/files/md5/<2>/<30>."""
+    return f"{remote_url.rstrip('/')}/files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def pushed_at(remote_url: str, md5: str) -> str | None:
+    """When the DVC remote received ``md5`` (S3 LastModified of its cache object; a local remote's mtime),
+    ISO 8601 UTC: the gate refuses a model trained on older data than the champion's. None when unreadable."""
+    check_md5(md5)
+    where = cache_key(remote_url, md5)
+    try:
+        if where.startswith("s3://"):
+            bucket, _, key = where[len("s3://") :].partition("/")
+            return _iso(_s3().head_object(Bucket=bucket, Key=key)["LastModified"])
+        if "://" not in where or where.startswith("file://"):
+            return file_time(Path(where.removeprefix("file://")))
+    except Exception as exc:  # botocore's ClientError, OSError: the training still has its data
+        log.warning("could not read when %s was pushed (%s): the gate cannot compare its age", where, exc)
+        return None
+    log.warning(
+        "remote %s is neither S3 nor local: the gate cannot compare the age of md5 %s", remote_url, md5
+    )
+    return None
 
 
 def _download(url: str, dest: Path) -> bool:

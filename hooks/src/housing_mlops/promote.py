@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from . import gate as gating
 from . import registry
-from .errors import ConfigError, GateRejected, HousingError, NotFound
+from .errors import GateRejected, HousingError, NotFound
+from .gate import Gate
 from .lifecycle import record_move
 
 log = logging.getLogger(__name__)
@@ -25,40 +25,6 @@ SETTLE_ROUNDS = 5
 LEASE_TTL_S = 60.0  # a crashed holder blocks the alias this long at most; a promotion holds it for seconds
 LEASE_SETTLE_S = 1.0  # between writing our lease and reading it back: >> one MLflow request
 _held: set[tuple[str, str]] = set()  # leases this process holds (re-entrant: a nested call does not wait)
-
-
-@dataclass
-class Gate:
-    metric: str = "rmse"
-    direction: str = "minimize"
-    max_regression_pct: float = 0.0
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.direction not in ("minimize", "maximize"):
-            raise ConfigError(f"gate direction must be minimize or maximize, not {self.direction!r}")
-        if self.max_regression_pct < 0:
-            raise ConfigError(f"max regression must be >= 0 %, not {self.max_regression_pct}")
-
-    def judge(self, candidate: float, champion: float | None) -> tuple[bool, str]:
-        """(passes, reason). Regression is how much worse the candidate is, in % of the champion."""
-        better_is_lower = self.direction == "minimize"
-        if self.threshold is not None:
-            ok = candidate <= self.threshold if better_is_lower else candidate >= self.threshold
-            if not ok:
-                sign = "<=" if better_is_lower else ">="
-                return (
-                    False,
-                    f"{self.metric} {candidate:.6g} fails the absolute bound {sign} {self.threshold:g}",
-                )
-        if champion is None:
-            return True, f"{self.metric} {candidate:.6g}, no current champion"
-        worse = (candidate - champion) if better_is_lower else (champion - candidate)
-        pct = 100.0 * worse / abs(champion) if champion else (math.inf if worse > 0 else 0.0)
-        verdict = f"{self.metric} {candidate:.6g} vs champion {champion:.6g} ({pct:+.2f}% regression"
-        if pct > self.max_regression_pct:
-            return False, f"{verdict} > {self.max_regression_pct:g}% allowed)"
-        return True, f"{verdict} <= {self.max_regression_pct:g}% allowed)"
 
 
 def _history_key(alias: str) -> str:
@@ -145,38 +111,30 @@ def alias_lease(name: str, alias: str, timeout: float) -> Iterator[None]:
             log.warning("could not release the lease on @%s (%s); it expires in %gs", alias, exc, LEASE_TTL_S)
 
 
-def _rank(version, score: float, gate: Gate) -> tuple:
-    """Orders two gated versions competing for the alias: on the same dataset the better metric, then the newer."""
-    better = -score if gate.direction == "minimize" else score
-    return (better, int(version.version))
-
-
 def _settle(name: str, alias: str, candidate, score: float, gate: Gate) -> str:
-    """After moving the alias: re-read it, and if a concurrent promotion moved it since, keep the better of the
-    two (the loser steps back). Returns the version holding the alias when the dust has settled."""
+    """After moving the alias: re-read it, and if a concurrent promotion moved it since, keep the preferred of
+    the two (`gate.prefer`: the newer dataset, else the better metric on the same held-out rows; the loser steps
+    back). Returns the version holding the alias when the dust has settled."""
+    del score  # the logged metric: `prefer` re-scores
     client = registry.client()
     for _ in range(SETTLE_ROUNDS):
         holder = registry.get_version(name, alias=alias)
         if holder.version == candidate.version:
             _remember(name, alias, candidate.version)
             return candidate.version
-        holder_score = _metric(holder, gate.metric)
-        if _dataset(holder) != _dataset(candidate):
-            ours_wins = int(candidate.version) > int(holder.version)  # the newer data wins
-        else:
-            ours_wins = _rank(candidate, score, gate) > _rank(holder, holder_score, gate)
+        ours_wins, why = gating.prefer(name, candidate, holder, gate)
         if not ours_wins:
             log.warning(
-                "@%s was moved to version %s (%s %.6g) while promoting version %s (%.6g): keeping %s",
-                alias, holder.version, gate.metric, holder_score, candidate.version, score, holder.version,
+                "@%s was moved to version %s while promoting version %s (%s): keeping %s",
+                alias, holder.version, candidate.version, why, holder.version,
             )  # fmt: skip
             _remember(name, alias, holder.version, drop=candidate.version)
             if registry.get_version(name, alias=alias).version == holder.version:
                 return holder.version
             continue
         log.warning(
-            "@%s was moved to version %s (%s %.6g) while promoting version %s (%.6g): taking it back",
-            alias, holder.version, gate.metric, holder_score, candidate.version, score,
+            "@%s was moved to version %s while promoting version %s (%s): taking it back",
+            alias, holder.version, candidate.version, why,
         )  # fmt: skip
         client.set_registered_model_alias(name, alias, candidate.version)
     holder = registry.get_version(name, alias=alias).version
@@ -219,14 +177,12 @@ def find_candidate(
 
 
 def _metric(version, metric: str) -> float:
-    metrics = registry.run_metrics(version.run_id)
-    if metric not in metrics:
-        raise NotFound(f"version {version.version} (run {version.run_id}) has no metric {metric!r}")
-    return float(metrics[metric])
+    """The metric the version's training run logged about itself (the gate re-scores; see gate.py)."""
+    return gating._logged(version, metric)
 
 
 def _dataset(version) -> str:
-    return version.tags.get("dataset.md5", "unknown")
+    return gating._dataset(version)
 
 
 def promote(
@@ -286,23 +242,21 @@ def _holder(name: str, alias: str):
 
 
 def _judge(name: str, alias: str, candidate, score: float, champion, gate: Gate) -> str:
-    """The gate's verdict (recorded on the candidate); raises GateRejected."""
-    champion_score = _metric(champion, gate.metric) if champion is not None else None
-    if champion is not None and _dataset(champion) != _dataset(candidate):
-        # Held-out metrics on different datasets are not comparable: only the absolute bound applies.
-        log.warning(
-            "champion v%s was evaluated on dataset %s, the candidate on %s: relative comparison skipped",
-            champion.version,
-            _dataset(champion),
-            _dataset(candidate),
-        )
-        champion_score = None
-    passed, reason = gate.judge(score, champion_score)
-    verdict = ("passed: " if passed else "rejected: ") + reason
-    registry.set_model_tag(name, f"gate.{alias}", verdict, version=candidate.version)
-    if not passed:
-        raise GateRejected(f"version {candidate.version} rejected for @{alias}: {reason}")
-    return reason
+    """The gate's verdict (`gate.judge`: both re-scored on the candidate's held-out set), recorded on the
+    candidate with the two scores; raises GateRejected. ``score`` (the logged metric) is not what is judged."""
+    del score
+    verdict = gating.judge(name, alias, candidate, champion, gate)
+    text = ("passed: " if verdict.passed else "rejected: ") + verdict.reason
+    registry.set_model_tag(name, f"gate.{alias}", text, version=candidate.version)
+    for key, value in (
+        ("candidate_score", verdict.candidate_score),
+        ("champion_score", verdict.champion_score),
+    ):
+        shown = "none" if value is None else repr(value)
+        registry.set_model_tag(name, f"gate.{alias}.{key}", shown, version=candidate.version)
+    if not verdict.passed:
+        raise GateRejected(f"version {candidate.version} rejected for @{alias}: {verdict.reason}")
+    return verdict.reason
 
 
 def _move(

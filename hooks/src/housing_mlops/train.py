@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import subprocess
 import tempfile
@@ -15,6 +16,7 @@ import pandas as pd
 
 from . import data as data_mod
 from . import features, registry
+from . import gate as gating
 from .errors import ConfigError, HousingError
 from .schema import CANONICAL_ROW, FEATURES, NUMERIC_FEATURES, TARGET, read_dataset
 
@@ -53,6 +55,13 @@ def split(frame: pd.DataFrame, test_size: float, random_state: int):
 
 def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
     """Fit the pipeline on the training split; return (model, metrics, x_train)."""
+    model, metrics, x_train, _ = fit_evaluate_holdout(frame, params)
+    return model, metrics, x_train
+
+
+def fit_evaluate_holdout(frame: pd.DataFrame, params: TrainParams):
+    """`fit_and_evaluate`, plus the held-out rows it scored (features + target, original row index): the
+    gate re-scores candidate and champion on them (gate.py)."""
     from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
     x_train, x_test, y_train, y_test = split(frame, params.test_size, params.random_state)
@@ -69,7 +78,14 @@ def fit_and_evaluate(frame: pd.DataFrame, params: TrainParams):
         "n_train": float(len(x_train)),
         "n_test": float(len(x_test)),
     }
-    return model, metrics, x_train
+    return model, metrics, x_train, x_test.assign(**{TARGET: y_test})
+
+
+def write_holdout(holdout: pd.DataFrame, folder: Path) -> tuple[Path, str]:
+    """The held-out rows as Parquet (exact float64 values, NaN kept) and the sha256 of the file's bytes."""
+    path = folder / Path(gating.HOLDOUT_PATH).name
+    holdout.to_parquet(path, index=True)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export_kwargs(model, x_train: pd.DataFrame) -> dict:
@@ -217,14 +233,17 @@ def _train(
             # --no-pull: for experiments only; the lineage says so.
             from .schema import md5_of
 
-            pulled = data_mod.PulledData(local_csv, md5_of(local_csv), f"file://{local_csv}", True)
+            pulled = data_mod.PulledData(
+                local_csv, md5_of(local_csv), f"file://{local_csv}", True, data_mod.file_time(local_csv)
+            )
         else:
             pulled = data_mod.pull(repo, target, remote_url, scratch, md5=data_md5)
         frame = read_dataset(pulled.path)
         if pulled.synthetic:
             log.warning("SYNTHETIC DATA: training on %s (md5 %s), not the real dataset", target, pulled.md5)
         log.info("training on %d rows (md5 %s)", len(frame), pulled.md5)
-        model, metrics, x_train = fit_and_evaluate(frame, params)
+        model, metrics, x_train, holdout = fit_evaluate_holdout(frame, params)
+        holdout_file, holdout_sha = write_holdout(holdout, scratch)
         log.info("held-out rmse=%.0f mae=%.0f r2=%.4f", metrics["rmse"], metrics["mae"], metrics["r2"])
 
         mlflow.set_experiment(experiment)
@@ -234,6 +253,8 @@ def _train(
             "dataset.remote": pulled.remote_url,
             "dataset.kind": "synthetic" if pulled.synthetic else "real",
             "git.commit": commit,
+            gating.HOLDOUT_SHA_TAG: holdout_sha,
+            **({gating.PUSHED_AT_TAG: pulled.pushed_at} if pulled.pushed_at else {}),
             **({"identity": identity} if identity else {}),
         }
         with mlflow.start_run(tags=tags) as run:
@@ -244,6 +265,7 @@ def _train(
                 frame, source=f"{pulled.remote_url}#{target}", name="housing", digest=pulled.md5
             )
             mlflow.log_input(dataset, context="training")
+            mlflow.log_artifact(str(holdout_file), artifact_path=str(Path(gating.HOLDOUT_PATH).parent))
             logged = mlflow.sklearn.log_model(model, name="model", **export_kwargs(model, x_train))
         version = _register(model_name, logged, run.info.run_id, tags, metrics)
     log.info("run %s registered as %s version %s", run.info.run_id, model_name, version)
