@@ -9,6 +9,8 @@ import base64
 import copy
 import gzip
 import json
+import logging
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -247,6 +249,8 @@ class _Server(ThreadingHTTPServer):
 
 def serve(sa_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     """Run a FakeCluster and point kube.py at it as a pod would be (ServiceAccount folder, service env)."""
+    # kube.py logs: to this test's stderr, not to the one a previous in-process CLI run configured (closed since)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
     server = _Server(("127.0.0.1", 0), _Handler)
     server.cluster = FakeCluster()
     threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-kube-api", daemon=True).start()

@@ -10,6 +10,9 @@ second install of the same name that never sees the first one's records.
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,6 +254,7 @@ def test_the_release_story(cli, trained, retrained) -> None:
 
 def test_a_guard_failing_after_the_move_puts_the_alias_back(stack) -> None:
     """Helm gives up on the revision while its hook moves the alias: the move is undone, nothing recorded."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)  # not a closed earlier capture
     champion = _alias()
     candidate = registry.get_version(MODEL, version=lifecycle.trained(MODEL, ID_C).version)  # rejected before
     calls = []
@@ -330,6 +334,47 @@ def test_helm_record_gives_the_install_and_refuses_a_revision_helm_gave_up_on(cl
         "rollback", "--model-name", MODEL, "--release", f"ml/{release}", "--revision", "1", "--helm-record"
     )
     assert code == 0 and out.strip().endswith(f"version {champion} -> {champion}"), out + err
+
+
+def test_helm_guard_names_why_a_hook_may_not_act(api) -> None:
+    path = api.add_helm_revision("housing", 3, "pending-upgrade", FIRST)
+    guard = lifecycle.helm_guard("ml", "housing", 3, I1)
+    for status in ("pending-upgrade", "pending-install", "pending-rollback"):
+        api.set_helm_status("housing", 3, status)
+        guard()  # Helm is deploying the revision, of this install: the hook acts
+    api.set_helm_status("housing", 3, "failed")  # --wait timed out, or the release was rolled back
+    with pytest.raises(
+        Superseded,
+        match=r"^Helm is no longer deploying revision 3 of ml/housing \(failed\): this hook's outcome",
+    ):
+        guard()
+    api.add_helm_revision("housing", 3, "pending-upgrade", AGAIN)  # uninstalled and installed again meanwhile
+    with pytest.raises(Superseded, match=r"revision 3 of ml/housing \(another install\)"):
+        guard()
+    del api.objects[path]
+    with pytest.raises(Superseded, match=r"revision 3 of ml/housing \(gone\)"):
+        guard()
+    assert Superseded.exit_code == 5
+
+
+def test_a_hook_waiting_for_its_training_stops_once_helm_gave_up(cli, api, monkeypatch) -> None:
+    """The training never registers (its pod is Pending, say) and Helm's --timeout passes: the hook ends (exit 5)
+    instead of waiting out its own budget."""
+    monkeypatch.setattr(lifecycle, "POLL_S", 0.2)
+    api.add_helm_revision("waiting", 1, "pending-install", FIRST)
+    timer = threading.Timer(1.0, api.set_helm_status, ("waiting", 1, "failed"))
+    timer.start()
+    started = time.monotonic()
+    code, _, err = cli(
+        "promote", "--model-name", MODEL, "--identity", "e" * 16, "--release", "ml/waiting", "--revision", "1",
+        "--helm-record", "--wait-timeout", "600",
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    timer.join()
+    assert code == 5 and "Helm is no longer deploying revision 1 of ml/waiting (failed)" in err, err
+    assert seconds < 30, seconds
+    assert _records(I1, "ml.waiting") == {}
+    print(f"the waiting hook ended {seconds:.1f}s after starting, Helm gave up after 1s (wait budget 600s)")
 
 
 # --- bad arguments ------------------------------------------------------------------------------------------------
