@@ -50,6 +50,15 @@ def test_validate_only_reads_env(cli, monkeypatch) -> None:
         (["promote", "--tracking-uri", "http://x", "--max-regression-pct", "-1"], "-1.0 is not in the range"),
         (["resolve", "--tracking-uri", "http://x"], "give exactly one of --alias or --version"),
         (["promote", "--tracking-uri", "http://x", "--version", "1", "--trigger", "t"], "not both"),
+        (["reconcile", "--tracking-uri", "http://x", "--isvc-name", "i"], "Missing option '--uri-prefix'"),
+        (
+            ["reconcile", "--tracking-uri", "http://x", "--uri-prefix", "mlflow://m:5000/"],
+            "--isvc-name (HOUSING_ISVC_NAME) is required",
+        ),
+        (
+            ["rollback", "--tracking-uri", "http://x", "--revision", "2"],
+            "--release and --revision go together",
+        ),
     ],
 )
 def test_usage_errors_name_the_flag(cli, argv: list[str], message: str, monkeypatch) -> None:
@@ -66,7 +75,14 @@ def test_missing_tracking_uri(cli, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["promote"], ["resolve", "--alias", "production"], ["check"], ["rollback"]]
+    "command",
+    [
+        ["promote"],
+        ["resolve", "--alias", "production"],
+        ["check"],
+        ["rollback"],
+        ["reconcile", "--isvc-name", "isvc", "--uri-prefix", "mlflow://mlflow:5000/"],
+    ],
 )
 def test_unreachable_mlflow_bounded_backoff_then_one_line(command: list[str]) -> None:
     """A real subprocess, as a container runs it: bounded retries, one clear line, exit 1."""
@@ -124,9 +140,50 @@ BAD_ENV = [
         {"HOUSING_GATE_DIRECTION": "sideways"},
         "HOUSING_GATE_DIRECTION (for '--direction'): 'sideways'",
     ),
-    (["promote", "--revision", "1"], {"HOUSING_RELEASE": "No/Such_Release"}, "'No/Such_Release'"),
+    (
+        ["promote", "--revision", "1"],
+        {"HOUSING_RELEASE": "No/Such_Release", "HOUSING_IDENTITY": "a" * 16, "HOUSING_INSTALL_ID": "i1"},
+        "'No/Such_Release'",
+    ),
+    (
+        ["promote", "--revision", "1"],
+        {"HOUSING_INSTALL_ID": "Not-An-Id", "HOUSING_RELEASE": "ml/housing", "HOUSING_IDENTITY": "a" * 16},
+        "install id must be 1-12 lowercase letters or digits, got 'Not-An-Id'",
+    ),
     (["rollback"], {"HOUSING_WAIT_TIMEOUT": "soon"}, "HOUSING_WAIT_TIMEOUT (for '--wait-timeout'): 'soon'"),
-    (["reconcile"], {"HOUSING_ISVC_NAME": "isvc", "MLFLOW_TRACKING_URI": "ftp://mlflow"}, "'ftp://mlflow'"),
+    (
+        ["rollback", "--release", "ml/housing"],
+        {"HOUSING_REVISION": "latest"},
+        "HOUSING_REVISION (for '--revision'): 'latest'",
+    ),
+    (
+        ["reconcile"],
+        {
+            "HOUSING_ISVC_NAME": "isvc",
+            "HOUSING_URI_PREFIX": "mlflow://m:5000/",
+            "MLFLOW_TRACKING_URI": "ftp://x",
+        },
+        "'ftp://x'",
+    ),
+    (
+        ["reconcile"],
+        {"HOUSING_URI_PREFIX": "http://mlflow:5000", "HOUSING_ISVC_NAME": "isvc"},
+        "--uri-prefix (HOUSING_URI_PREFIX) must look like mlflow://<host:port>/, got 'http://mlflow:5000'",
+    ),
+    (
+        ["reconcile"],
+        {
+            "HOUSING_RECONCILE_INTERVAL": "0.1",
+            "HOUSING_ISVC_NAME": "isvc",
+            "HOUSING_URI_PREFIX": "mlflow://m/",
+        },
+        "HOUSING_RECONCILE_INTERVAL (for '--interval'): 0.1",
+    ),
+    (
+        ["reconcile"],
+        {"HOUSING_HEALTH_PORT": "healthz", "HOUSING_ISVC_NAME": "isvc", "HOUSING_URI_PREFIX": "mlflow://m/"},
+        "HOUSING_HEALTH_PORT (for '--health-port'): 'healthz'",
+    ),
     (["train"], {"HOUSING_DATA_MD5": "nothex"}, "'nothex'"),
     (["train"], {"HOUSING_NO_PULL": "{garbage}", "{stack}": ""}, "{garbage}: not a readable CSV"),
     (["train"], {"HOUSING_DVC_REPO": "{tmp}", "{stack}": ""}, "{tmp}/data/housing.csv.dvc not found"),

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,14 @@ def _first_deployed(secret: dict[str, Any], where: str) -> str:
         raw = base64.b64decode(base64.b64decode(secret["data"]["release"]))
         release = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
         return str(release["info"]["first_deployed"])
-    except (KeyError, ValueError, OSError, TypeError) as exc:
+    except (
+        KeyError,
+        ValueError,
+        OSError,
+        TypeError,
+        EOFError,
+        zlib.error,
+    ) as exc:  # gzip: truncated, corrupt
         raise HousingError(
             f"Helm's record {where} is not a Helm release ({type(exc).__name__}: {exc})"
         ) from exc
