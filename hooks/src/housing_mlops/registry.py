@@ -191,13 +191,17 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
 
 def model_files_present(name: str, version: str) -> bool:
-    """True when version ``version``'s artifact folder still holds an MLflow model (its MLmodel file)."""
+    """True when version ``version``'s artifact folder still holds an MLflow model (its MLmodel file); False when
+    the folder is empty or has none. Any other failure (S3 unreachable, refused) raises ServiceUnavailable: a
+    retry may fix it, so it must never be taken for a gone version."""
     import mlflow
 
     uri = physical_uri(name, version)
     try:
         listed = mlflow.artifacts.list_artifacts(artifact_uri=uri)
-    except Exception as exc:  # boto/mlflow raise many types; all mean "cannot be read"
-        log.info("listing %s failed: %s", uri, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        return False
+    except Exception as exc:  # boto/mlflow raise many types; none of them says the files are gone
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ServiceUnavailable(
+            f"cannot list the artifacts of {name!r} version {version} ({uri}): {first}"
+        ) from exc
     return any(Path(f.path).name == "MLmodel" for f in listed)
