@@ -88,6 +88,15 @@ def write_holdout(holdout: pd.DataFrame, folder: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def write_train_rows(train_rows: pd.DataFrame, folder: Path) -> tuple[Path, str]:
+    """What the model was trained on, compactly: `gate.row_hashes` of the training rows (features + target),
+    sorted, as a .npy of uint64, and the sha256 of the file's bytes. The gate leaves these rows out when this
+    version is the champion scored on a newer candidate's held-out set."""
+    path = folder / Path(gating.TRAIN_ROWS_PATH).name
+    np.save(path, np.sort(gating.row_hashes(train_rows)), allow_pickle=False)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def export_kwargs(model, x_train: pd.DataFrame) -> dict:
     """How the model is exported (`mlflow.sklearn.log_model`/`save_model` keyword arguments).
 
@@ -244,6 +253,7 @@ def _train(
         log.info("training on %d rows (md5 %s)", len(frame), pulled.md5)
         model, metrics, x_train, holdout = fit_evaluate_holdout(frame, params)
         holdout_file, holdout_sha = write_holdout(holdout, scratch)
+        train_rows_file, train_rows_sha = write_train_rows(frame.loc[x_train.index], scratch)
         log.info("held-out rmse=%.0f mae=%.0f r2=%.4f", metrics["rmse"], metrics["mae"], metrics["r2"])
 
         mlflow.set_experiment(experiment)
@@ -254,6 +264,7 @@ def _train(
             "dataset.kind": "synthetic" if pulled.synthetic else "real",
             "git.commit": commit,
             gating.HOLDOUT_SHA_TAG: holdout_sha,
+            gating.TRAIN_ROWS_SHA_TAG: train_rows_sha,
             **({gating.PUSHED_AT_TAG: pulled.pushed_at} if pulled.pushed_at else {}),
             **({"identity": identity} if identity else {}),
         }
@@ -266,6 +277,7 @@ def _train(
             )
             mlflow.log_input(dataset, context="training")
             mlflow.log_artifact(str(holdout_file), artifact_path=str(Path(gating.HOLDOUT_PATH).parent))
+            mlflow.log_artifact(str(train_rows_file), artifact_path=str(Path(gating.TRAIN_ROWS_PATH).parent))
             logged = mlflow.sklearn.log_model(model, name="model", **export_kwargs(model, x_train))
         version = _register(model_name, logged, run.info.run_id, tags, metrics)
     log.info("run %s registered as %s version %s", run.info.run_id, model_name, version)
