@@ -184,15 +184,6 @@ spec:
 {{- end -}}
 
 {{/*
-Training identity: what determines the model, hashed (16 hex). See lifecycle.py and docs/chart.md.
-*/}}
-{{- define "housing-mlops.training.identity" -}}
-{{- $v := .Values -}}
-{{- $inputs := dict "model" .Values.global.model.name "experiment" $v.experiment "data" $v.data "code" $v.code "params" $v.params "image" (include "housing-mlops.image" (dict "context" . "image" $v.image)) "retrainNonce" $v.retrainNonce -}}
-{{- $inputs | toJson | sha256sum | trunc 16 -}}
-{{- end -}}
-
-{{/*
 <release>-train-<identity:10>-<pod template hash:5>, at most 63 characters.
 */}}
 {{- define "housing-mlops.training.jobName" -}}
