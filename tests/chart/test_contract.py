@@ -60,16 +60,10 @@ def container_env(container: dict) -> dict[str, str]:
 
 
 def pin_uri(objects, isvc: dict) -> str:
-    """The URI the InferenceService's pods fetch: rendered (pinned mode), or what the reconciler pins (alias mode:
-    its URI prefix, the model, a version)."""
-    rendered = isvc["spec"]["predictor"]["model"].get("storageUri")
-    if rendered:
-        return rendered
-    (reconciler,) = [
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-reconciler")
-    ]
-    env = container_env(reconciler["spec"]["template"]["spec"]["containers"][0])
-    return f"{env['HOUSING_URI_PREFIX']}{env['HOUSING_MODEL_NAME']}/1"
+    """The URI the InferenceService's pods fetch: the rendered storageUri (alias mode: `…/<model>/pinned`, the
+    version coming from the pod's pin annotation)."""
+    del objects
+    return isvc["spec"]["predictor"]["model"]["storageUri"]
 
 
 def invocations(objects) -> list[Invocation]:
@@ -209,8 +203,18 @@ def test_prod_gate_is_strict():
 
 
 def test_storage_container_fetches_the_pinned_version():
-    (fetch,) = [parsed(i) for i in by_command("values/staging.yaml", "fetch-model")]
-    assert fetch["uri"] == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/housing-model/1"
+    """Never the alias: the version the pod's pin annotation names (the reconciler writes it)."""
+    (fetch,) = [i for i in by_command("values/staging.yaml", "fetch-model")]
+    params = parsed(fetch)
+    assert (
+        params["uri"] == f"mlflow://{RELEASE}-mlflow.{NAMESPACE}.svc.cluster.local:5000/housing-model/pinned"
+    )
+    objects = render((ROOT / "values/staging.yaml",))
+    (csc,) = [o for o in objects if o["kind"] == "ClusterStorageContainer"]
+    (pin,) = [e for e in csc["spec"]["container"]["env"] if e["name"] == "HOUSING_PINNED_VERSION"]
+    assert (
+        pin["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['housing-mlops.io/model-version']"
+    )
     assert fetch["dest"] == "/mnt/models"
     assert fetch["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
 

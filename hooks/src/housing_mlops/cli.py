@@ -438,7 +438,8 @@ def rollback(
     "--uri-prefix",
     envvar="HOUSING_URI_PREFIX",
     required=True,
-    help="Where pinned URIs point: mlflow://<the release's MLflow host:port>/ (the chart's storage container).",
+    help="The release's MLflow as its storage container matches it: mlflow://<host:port>/ (the InferenceService's "
+    "storageUri must be <prefix><model>/pinned).",
 )
 @click.option(
     "--interval",
@@ -458,8 +459,9 @@ def reconcile(
     interval,
     health_port,
 ) -> None:
-    """Pin the InferenceService to the version the alias holds (an exact version: every replica, and every pod
-    created later, serves it), once or for ever."""
+    """Pin the InferenceService to the version the alias holds (an exact version, in its
+    housing-mlops.io/model-version annotation: every replica, and every pod created later, fetches it), once or for
+    ever."""
     from . import lifecycle, reconciler, registry
     from .errors import ConfigError
 
@@ -474,8 +476,8 @@ def reconcile(
     def round_() -> str:
         return lifecycle.reconcile_once(model_name, alias, isvc_name, isvc_namespace, uri_prefix)
 
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
     if interval is None:
-        registry.wait_for_mlflow(tracking_uri, wait_timeout)
         click.echo(round_())
         return
     health = reconciler.Health(stale_after=3 * interval + 10)
@@ -508,11 +510,16 @@ def resolve(tracking_uri, model_name, alias, version, wait_timeout) -> None:
 @click.argument("dest", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="Needed for mlflow:// URIs.")
 @wait_option(600)
-def fetch_model(uri, dest, tracking_uri, wait_timeout) -> None:
+@click.option(
+    "--pinned-version",
+    envvar="HOUSING_PINNED_VERSION",
+    help="The version a mlflow://…/<model>/pinned URI stands for (the chart: the predictor pod's pin annotation).",
+)
+def fetch_model(uri, dest, tracking_uri, wait_timeout, pinned_version) -> None:
     """Download a model folder (MLmodel at DEST's root): KServe's storage-initializer contract."""
     from .fetch import fetch
 
-    s3_uri, _version = fetch(uri, dest, tracking_uri, wait_timeout)
+    s3_uri, _version = fetch(uri, dest, tracking_uri, wait_timeout, pinned_version)
     click.echo(f"fetched {uri} -> {s3_uri} -> {dest}")
 
 

@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 
 VERSION_FILE = ".model-version"  # the registered model version fetched into DEST (mlflow:// URIs)
 
-_MODEL = r"(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$"
-# mlflow://<server>/<model>@<alias> (what the chart renders: the URI names its tracking server, so a release's
-# storage container never answers for another's) or mlflow://<model>@<alias> (the configured tracking server)
+_MODEL = r"(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+|pinned))/?$"
+# mlflow://<server>/<model>/pinned (what the chart renders: the exact version comes from the predictor pod's pin
+# annotation, PINNED_ENV; the URI names its tracking server, so a release's storage container never answers for
+# another's), mlflow://[<server>/]<model>/<version>, or mlflow://[<server>/]<model>@<alias> (by hand)
 MLFLOW_URI = re.compile(rf"^mlflow://(?:(?P<server>[^/@]+)/)?{_MODEL}")
+PINNED = "pinned"
 
 
 def _authority(url: str) -> str:
@@ -31,15 +33,19 @@ def _authority(url: str) -> str:
     return f"{parsed.hostname}:{port}"
 
 
-def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | None]:
-    """Map ``uri`` to (s3 uri, version or None), waiting up to ``wait_timeout`` s for a missing alias."""
+def to_s3(
+    uri: str, tracking_uri: str, wait_timeout: float, pinned: str | None = None
+) -> tuple[str, str | None]:
+    """Map ``uri`` to (s3 uri, version or None), waiting up to ``wait_timeout`` s for a missing alias. ``pinned``:
+    the version a `…/pinned` URI stands for (the chart's storage container passes the pod's pin annotation:
+    the reconciler writes it on the InferenceService, KServe copies it to every predictor pod)."""
     if uri.startswith("s3://"):
         return uri, None
     match = MLFLOW_URI.match(uri)
     if not match:
         raise ConfigError(
-            f"unsupported model URI {uri!r}: use mlflow://[<server>/]<model>@<alias>, "
-            "mlflow://[<server>/]<model>/<version> or s3://…"
+            f"unsupported model URI {uri!r}: use mlflow://[<server>/]<model>/pinned (the pod's pinned version), "
+            "mlflow://[<server>/]<model>/<version>, mlflow://[<server>/]<model>@<alias> or s3://…"
         )
     if match["server"]:
         named = match["server"] if ":" in match["server"] else f"{match['server']}:80"
@@ -48,8 +54,20 @@ def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | 
                 f"{uri} names MLflow server {match['server']}, but this storage initializer tracks "
                 f"{tracking_uri or '(no MLFLOW_TRACKING_URI)'}: it would fetch another release's model"
             )
-    registry.wait_for_mlflow(tracking_uri, wait_timeout)
     name, alias, version = match["name"], match["alias"], match["version"]
+    if version == PINNED:
+        version = (pinned or "").strip()
+        if not version:
+            raise NotFound(
+                f"{uri}: this predictor pod carries no pinned version (--pinned-version, HOUSING_PINNED_VERSION, is "
+                "empty: the InferenceService has no housing-mlops.io/model-version annotation yet); the release's "
+                "reconciler pins it once the alias exists, and KServe then starts pods that carry it"
+            )
+        if not version.isdigit():
+            raise ConfigError(
+                f"pinned version (--pinned-version, HOUSING_PINNED_VERSION) must be a number, got {version!r}"
+            )
+    registry.wait_for_mlflow(tracking_uri, wait_timeout)
     deadline = time.monotonic() + wait_timeout
     while True:
         try:
@@ -63,9 +81,11 @@ def to_s3(uri: str, tracking_uri: str, wait_timeout: float) -> tuple[str, str | 
             time.sleep(min(10.0, max(0.5, deadline - time.monotonic())))
 
 
-def fetch(uri: str, dest: Path, tracking_uri: str, wait_timeout: float) -> tuple[str, str | None]:
+def fetch(
+    uri: str, dest: Path, tracking_uri: str, wait_timeout: float, pinned: str | None = None
+) -> tuple[str, str | None]:
     """Download the model folder so that DEST/MLmodel exists. Returns (s3 uri, version)."""
-    s3_uri, version = to_s3(uri, tracking_uri, wait_timeout)
+    s3_uri, version = to_s3(uri, tracking_uri, wait_timeout, pinned)
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)

@@ -83,14 +83,16 @@ def _why(response: requests.Response) -> str:
 
 @dataclass(frozen=True)
 class Pin:
-    """What an InferenceService is pinned to: the exact model version and the URI its pods fetch."""
+    """What an InferenceService is pinned to: the exact model version its predictor pods fetch (the storageUri the
+    chart renders says `…/<model>/pinned`; the storage initializer reads the version from this annotation, which
+    KServe copies to every predictor pod), and the storageUri itself."""
 
     version: str | None
     uri: str | None
 
 
 def pinned(name: str, ns: str | None) -> Pin:
-    """The InferenceService's pin (both None: never pinned)."""
+    """The InferenceService's pin (version None: never pinned)."""
     ns = namespace(ns)
     response = _call("GET", ISVC_API.format(ns=ns, name=name), f"reading InferenceService {ns}/{name}")
     if response.status_code == 404:
@@ -104,17 +106,17 @@ def pinned(name: str, ns: str | None) -> Pin:
     return Pin(annotations.get(VERSION_ANNOTATION), (predictor.get("model") or {}).get("storageUri"))
 
 
-def pin(name: str, ns: str | None, version: str, uri: str) -> None:
-    """Pin the InferenceService to ``version``: its storageUri names that exact version and its predictor pods
-    carry the version as an annotation; KServe rolls the predictor. The chart renders neither field, so Helm
-    (three-way merge or server-side apply) neither reverts nor conflicts with them."""
+def pin(name: str, ns: str | None, version: str) -> None:
+    """Pin the InferenceService to ``version``: its predictor pods carry the version as an annotation, which the
+    storage initializer fetches; KServe rolls the predictor. The chart never renders the annotation, so Helm
+    (three-way merge or server-side apply, upgrade or rollback) neither reverts nor conflicts with it.
+
+    Why an annotation and not the storageUri: KServe (v0.20, `IsMMSPredictor`) takes a predictor without a
+    storageUri for a multi-model server and injects its model agent, so Helm must render one, and a storageUri Helm
+    renders is one Helm re-applies (a rollback would bring an old pin back)."""
     ns = namespace(ns)
     what = f"pinning InferenceService {ns}/{name} to version {version}"
-    patch = {
-        "spec": {
-            "predictor": {"annotations": {VERSION_ANNOTATION: str(version)}, "model": {"storageUri": uri}}
-        }
-    }
+    patch = {"spec": {"predictor": {"annotations": {VERSION_ANNOTATION: str(version)}}}}
     response = _call("PATCH", ISVC_API.format(ns=ns, name=name), what, patch)
     if response.status_code == 404:
         raise NotFound(f"InferenceService {ns}/{name} not found")
@@ -124,7 +126,7 @@ def pin(name: str, ns: str | None, version: str, uri: str) -> None:
         if "deploymentMode cannot be changed" in why:
             hint = " (set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+)"
         raise HousingError(f"{what} failed: {response.status_code} {why[:500]}{hint}")
-    log.info("InferenceService %s/%s pinned to version %s (%s)", ns, name, version, uri)
+    log.info("InferenceService %s/%s pinned to version %s", ns, name, version)
 
 
 def job_failure(name: str, ns: str | None) -> str | None:

@@ -337,28 +337,35 @@ def helm_guard(ns: str, release: str, revision: int, install: str) -> Callable[[
 # --- reconcile: the served state follows the decision ----------------------------------------------------------
 
 
-def pin_uri(prefix: str, name: str, version: str) -> str:
-    """The exact-version URI the InferenceService loads: mlflow://<its MLflow>/<model>/<version>."""
-    return f"{prefix.rstrip('/')}/{name}/{version}"
+def pinned_uri(prefix: str, name: str) -> str:
+    """The storageUri the chart renders in alias mode: mlflow://<its MLflow>/<model>/pinned (the version: the pin)."""
+    return f"{prefix.rstrip('/')}/{name}/pinned"
 
 
 def reconcile_once(name: str, alias: str, isvc: str, ns: str | None, prefix: str) -> str:
     """Pin the InferenceService to the version the alias holds, if it is not already. Returns what it did.
 
     The pin changes only here; a missing alias leaves the pin alone, and a version that is gone (deleted, or its
-    artifacts) is never pinned (Gone): the predictor keeps serving what it serves."""
+    artifacts) is never pinned (Gone): the predictor keeps serving what it serves. An InferenceService whose
+    storageUri is not this release's pinned URI (the chart's pinned mode, or edited by hand) is refused: its pods
+    would not fetch the pin."""
     wanted = holder(name, alias)
     if wanted is None:
         return f"@{alias} does not exist: pin unchanged"
     current = kube.pinned(isvc, ns)
-    uri = pin_uri(prefix, name, wanted)
-    if (current.version, current.uri) == (wanted, uri):
+    expected = pinned_uri(prefix, name)
+    if current.uri != expected:
+        raise ConfigError(
+            f"InferenceService {isvc} has storageUri {current.uri!r}, not {expected!r}: its pods would not fetch the "
+            "pinned version (inference.model.uriMode=alias renders it)"
+        )
+    if current.version == wanted:
         return f"in sync: version {wanted}"
     check_restorable(name, wanted, f"@{alias} names version {wanted}")
     by = moved_by(name, alias, wanted)
     if by == OUTSIDE:
         record_move(name, alias, wanted, OUTSIDE)
-    kube.pin(isvc, ns, wanted, uri)
+    kube.pin(isvc, ns, wanted)
     return f"pinned version {wanted} (was {current.version}; @{alias} moved by {by})"
 
 

@@ -59,8 +59,27 @@ class Health:
         return server
 
 
-def run(round_: Callable[[], str], interval: float, health: Health, rounds: int | None = None) -> None:
-    """Call ``round_`` every ``interval`` seconds (``rounds`` times, or for ever), logging what changed."""
+def fresh_connections() -> None:
+    """Drop MLflow's pooled HTTP connections (its client caches one requests Session per process). Measured on our
+    cluster: a keep-alive connection opened while MLflow's Service was not serving yet kept answering 404 with an
+    empty body for every later round, while new connections got 200; a long-running client must not trust a
+    connection after a failure."""
+    try:
+        from mlflow.utils.request_utils import _cached_get_request_session
+    except ImportError:  # a later MLflow moved it: new sessions then come from wherever it caches them
+        return
+    _cached_get_request_session.cache_clear()
+
+
+def run(
+    round_: Callable[[], str],
+    interval: float,
+    health: Health,
+    rounds: int | None = None,
+    after_failure: Callable[[], None] = fresh_connections,
+) -> None:
+    """Call ``round_`` every ``interval`` seconds (``rounds`` times, or for ever), logging what changed; after a
+    failed round, ``after_failure`` (fresh HTTP connections)."""
     last = None
     done = 0
     while rounds is None or done < rounds:
@@ -81,6 +100,7 @@ def run(round_: Callable[[], str], interval: float, health: Health, rounds: int 
             if message != last:
                 log.error("%s", message)
             last = message
+            after_failure()
         health.last_round = time.monotonic()
         done += 1
         time.sleep(max(0.0, interval - (time.monotonic() - started)))

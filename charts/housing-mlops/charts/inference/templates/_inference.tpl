@@ -16,10 +16,19 @@ container matches only the URIs of its own MLflow, so two releases never fetch e
 {{- $host -}}
 {{- end -}}
 
-{{/* Alias mode: where the reconciler's pins point (mlflow://<this release's MLflow>/), what the storage
-container answers for. */}}
+{{/* Alias mode: the prefix of this release's mlflow:// URIs (what its storage container answers for). */}}
 {{- define "housing-mlops.inference.uriPrefix" -}}
 {{- printf "mlflow://%s/" (include "housing-mlops.inference.mlflowAuthority" .) -}}
+{{- end -}}
+
+{{/* storageUri of the predictor: alias mode, the version the pod's pin annotation names (lifecycle.pinned_uri);
+pinned mode, the URI given. */}}
+{{- define "housing-mlops.inference.storageUri" -}}
+{{- if eq .Values.model.uriMode "alias" -}}
+{{- printf "%s%s/pinned" (include "housing-mlops.inference.uriPrefix" .) .Values.global.model.name -}}
+{{- else -}}
+{{- .Values.model.storageUri -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Fail early, with what to install, when the KServe CRDs are missing. */}}
