@@ -210,8 +210,13 @@ class Deployed:
                 raise NotYet(f"the predictor Service's endpoints {endpoints} are not the pods {running}")
             version = int(want[VERSION_ANNOTATION])
             uri = isvc.spec["predictor"].get("model", {}).get("storageUri", "")
-            if uri.startswith("mlflow://") and not uri.endswith(f"/{self.registered_model}/{version}"):
-                raise AssertionError(f"InferenceService pinned to {uri!r} but annotated version {version}")
+            if uri.startswith("mlflow://") and not uri.endswith(f"/{self.registered_model}/pinned"):
+                raise AssertionError(f"InferenceService storageUri {uri!r}: its pods would not fetch the pin")
+            # every serving pod was created with the pin (the storage initializer fetched what it names)
+            stale = {p.metadata.name: (p.metadata.annotations or {}).get(VERSION_ANNOTATION) for p in pods
+                     if p.metadata.name in running and (p.metadata.annotations or {}).get(VERSION_ANNOTATION) != str(version)}  # fmt: skip
+            if stale:
+                raise NotYet(f"predictor pods not carrying pin v{version}: {stale}")
             return Served(version, running)
 
         served = wait_until(
