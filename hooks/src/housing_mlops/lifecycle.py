@@ -370,12 +370,17 @@ def reconcile_once(name: str, alias: str, isvc: str, ns: str | None, prefix: str
 
 
 def wait_pinned(isvc: str, ns: str | None, version: str, timeout: float) -> None:
-    """Wait until the reconciler has pinned ``version`` (the hook then knows the rollout has started)."""
+    """Wait until the reconciler has pinned ``version`` (the hook then knows the rollout has started). An
+    InferenceService that serves a given URI (the chart's pinned mode: no `…/pinned` storageUri, no reconciler)
+    is not waited for."""
     deadline = time.monotonic() + timeout
-    while (current := kube.pinned(isvc, ns).version) != version:
+    while (current := kube.pinned(isvc, ns)).version != version:
+        if not (current.uri or "").endswith("/pinned"):
+            log.info("InferenceService %s serves %s as given: no pin to wait for", isvc, current.uri)
+            return
         if time.monotonic() >= deadline:
             raise NotFound(
-                f"InferenceService {isvc} is still pinned to version {current} after {timeout:g}s, not {version}: "
-                f"is the reconciler running? (kubectl logs deploy/<release>-reconciler)"
+                f"InferenceService {isvc} is still pinned to version {current.version} after {timeout:g}s, not "
+                f"{version}: is the reconciler running? (kubectl logs deploy/<release>-reconciler)"
             )
         time.sleep(1.0)
