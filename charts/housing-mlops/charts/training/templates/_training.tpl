@@ -125,6 +125,10 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: metadata.name
+        - name: HOUSING_MOVED_BY # who moved the alias (lifecycle.moved_by): this retrain run
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
         - name: HOUSING_WAIT_TIMEOUT
           value: {{ include "housing-mlops.num" .Values.waitTimeout }}
         - name: HOME
@@ -153,6 +157,8 @@ spec:
           value: {{ $identity | quote }}
         - name: HOUSING_BOOTSTRAP
           value: "true"
+        - name: HOUSING_MOVED_BY
+          value: {{ printf "helm-bootstrap:%s/%s" .Release.Namespace .Release.Name | quote }}
         - name: HOUSING_WAIT_TIMEOUT
           value: {{ include "housing-mlops.num" .Values.waitTimeout }}
         - name: HOME
