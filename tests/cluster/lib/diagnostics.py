@@ -52,12 +52,12 @@ def collect(setup: Setup, kube: Kube, dest: Path) -> None:
         namespaces = [n["metadata"]["name"] for n in json.loads(listed.stdout)["items"]] + namespaces
         releases = json.loads(
             subprocess.run(
-                [*helm, "list", "-A", "-a", "-o", "json"], capture_output=True, text=True, timeout=60
+                [*helm, "list", "-A", "-o", "json"], capture_output=True, text=True, timeout=60
             ).stdout
         )
     except (OSError, ValueError, subprocess.TimeoutExpired):
         releases = []
-    _run(dest / "helm.txt", [*helm, "list", "-A", "-a"])
+    _run(dest / "helm.txt", [*helm, "list", "-A"])
     for r in releases:
         for verb in (["history"], ["status"], ["get", "hooks"]):
             _run(dest / "helm.txt", [*helm, *verb, r["name"], "-n", r["namespace"]])
