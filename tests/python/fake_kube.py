@@ -121,7 +121,8 @@ class FakeCluster:
     def add_isvc(
         self, name: str, ns: str = NAMESPACE, *, version: str | None = None, uri: str | None = None
     ) -> str:
-        """An InferenceService as the chart renders it (no storageUri, no version annotation), or pinned."""
+        """An InferenceService as the chart renders it in alias mode (storageUri ``uri``: the constant
+        mlflow://<MLflow>/<model>/pinned; no version annotation), or pinned (the reconciler wrote ``version``)."""
         predictor: dict[str, Any] = {
             "model": {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver"}
         }

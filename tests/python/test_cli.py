@@ -188,6 +188,16 @@ BAD_ENV = [
     (["train"], {"HOUSING_NO_PULL": "{garbage}", "{stack}": ""}, "{garbage}: not a readable CSV"),
     (["train"], {"HOUSING_DVC_REPO": "{tmp}", "{stack}": ""}, "{tmp}/data/housing.csv.dvc not found"),
     (["fetch-model", "mlflow://housing-model@production", "{tmp}/m"], {"MLFLOW_TRACKING_URI": "x"}, "'x'"),
+    (
+        ["fetch-model", "mlflow://housing-model/pinned", "{tmp}/m"],
+        {"HOUSING_PINNED_VERSION": ""},
+        "HOUSING_PINNED_VERSION, is empty",
+    ),
+    (
+        ["fetch-model", "mlflow://housing-model/pinned", "{tmp}/m"],
+        {"HOUSING_PINNED_VERSION": "seven"},
+        "HOUSING_PINNED_VERSION) must be a number, got 'seven'",
+    ),
     (["infer"], {"HOUSING_INFER_URL": "garbage"}, "'garbage'"),
     (
         ["infer", "--url", "http://127.0.0.1:1"],

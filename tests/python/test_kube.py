@@ -26,65 +26,71 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[fake_kube.F
 # --- the pin ---------------------------------------------------------------------------------------------------
 
 
+RENDERED = "mlflow://mlflow.ml:5000/housing-model/pinned"  # the storageUri the chart renders in alias mode
+
+
 def test_an_isvc_as_the_chart_renders_it_is_not_pinned(api) -> None:
-    api.add_isvc("housing-model")
-    assert kube.pinned("housing-model", None) == kube.Pin(None, None)
+    api.add_isvc("housing-model", uri=RENDERED)
+    assert kube.pinned("housing-model", None) == kube.Pin(None, RENDERED)
     (call,) = api.calls
     assert (call.method, call.path) == ("GET", fake_kube.ISVC.format(ns="ml", name="housing-model"))
     assert call.authorization == "Bearer tok123"
 
 
-def test_pin_is_one_merge_patch_of_uri_and_annotation_and_pinned_reads_it_back(api) -> None:
-    api.add_isvc("housing-model", "serving")
-    kube.pin("housing-model", "serving", "7", "mlflow://mlflow:5000/housing-model/7")
+def test_an_isvc_without_storage_uri_reads_as_none(api) -> None:
+    api.add_isvc("housing-model")
+    assert kube.pinned("housing-model", None) == kube.Pin(None, None)
+
+
+def test_pin_is_one_merge_patch_of_the_annotation_only_and_pinned_reads_it_back(api) -> None:
+    api.add_isvc("housing-model", "serving", uri=RENDERED)
+    kube.pin("housing-model", "serving", "7")
     (patch,) = api.patches()
     assert patch.path == "/apis/serving.kserve.io/v1beta1/namespaces/serving/inferenceservices/housing-model"
     assert patch.content_type == "application/merge-patch+json"
     assert patch.authorization == "Bearer tok123"
-    assert patch.body == {
-        "spec": {
-            "predictor": {
-                "annotations": {"housing-mlops.io/model-version": "7"},
-                "model": {"storageUri": "mlflow://mlflow:5000/housing-model/7"},
-            }
-        }
-    }
-    assert kube.pinned("housing-model", "serving") == kube.Pin("7", "mlflow://mlflow:5000/housing-model/7")
+    # the annotation and nothing else: the storageUri is Helm's, and Helm re-applies what it renders
+    assert patch.body == {"spec": {"predictor": {"annotations": {"housing-mlops.io/model-version": "7"}}}}
+    assert kube.pinned("housing-model", "serving") == kube.Pin("7", RENDERED)
     # a merge patch: what the chart rendered stays
     model = api.isvc("housing-model", "serving")["spec"]["predictor"]["model"]
-    assert model["runtime"] == "housing-mlserver" and model["modelFormat"] == {"name": "mlflow"}
+    assert model == {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver", "storageUri": RENDERED}
 
-    kube.pin("housing-model", "serving", "8", "mlflow://mlflow:5000/housing-model/8")
-    assert kube.pinned("housing-model", "serving") == kube.Pin("8", "mlflow://mlflow:5000/housing-model/8")
+    kube.pin("housing-model", "serving", "8")
+    assert kube.pinned("housing-model", "serving") == kube.Pin("8", RENDERED)
+    assert api.patches()[-1].body["spec"]["predictor"]["annotations"] == {
+        "housing-mlops.io/model-version": "8"
+    }
     assert len(api.patches()) == 2
 
 
-def test_an_isvc_pinned_by_hand_keeps_its_other_annotations(api) -> None:
-    path = api.add_isvc("housing-model", version="3", uri="mlflow://m:5000/housing-model/3")
+def test_an_isvc_pinned_before_keeps_its_other_annotations(api) -> None:
+    path = api.add_isvc("housing-model", version="3", uri=RENDERED)
     api.objects[path]["spec"]["predictor"]["annotations"]["prometheus.io/scrape"] = "true"
-    assert kube.pinned("housing-model", "ml") == kube.Pin("3", "mlflow://m:5000/housing-model/3")
-    kube.pin("housing-model", "ml", "4", "mlflow://m:5000/housing-model/4")
+    assert kube.pinned("housing-model", "ml") == kube.Pin("3", RENDERED)
+    kube.pin("housing-model", "ml", "4")
     annotations = api.isvc("housing-model")["spec"]["predictor"]["annotations"]
     assert annotations == {"housing-mlops.io/model-version": "4", "prometheus.io/scrape": "true"}
+    assert api.pin_of("housing-model") == ("4", RENDERED)
 
 
 def test_missing_isvc_is_named(api) -> None:
     with pytest.raises(NotFound, match="InferenceService other/missing not found"):
-        kube.pin("missing", "other", "1", "mlflow://m:5000/x/1")
+        kube.pin("missing", "other", "1")
     with pytest.raises(NotFound, match="InferenceService ml/missing not found"):
         kube.pinned("missing", None)
 
 
 def test_pin_refused_by_kserve_says_what_to_change(api) -> None:
-    path = api.add_isvc("refused")
+    path = api.add_isvc("refused", uri=RENDERED)
     api.refusals[path] = (403, fake_kube.DEPLOYMENT_MODE_REFUSAL)
     with pytest.raises(HousingError) as err:
-        kube.pin("refused", "ml", "1", "mlflow://m:5000/x/1")
+        kube.pin("refused", "ml", "1")
     message = str(err.value)
     assert message.startswith("pinning InferenceService ml/refused to version 1 failed: 403 ")
     assert "cannot be changed from 'Standard' to 'RawDeployment'" in message
     assert "set inference.deploymentMode to the mode KServe recorded: Standard on KServe 0.16+" in message
-    assert api.pin_of("refused") == (None, None)  # nothing applied
+    assert api.pin_of("refused") == (None, RENDERED)  # nothing applied
 
 
 def test_reading_an_isvc_without_rbac_names_it(api) -> None:
@@ -100,7 +106,7 @@ def test_outside_a_pod(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("HOUSING_SA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match="not running in a pod"):
-        kube.pin("housing-model", "ml", "1", "mlflow://m:5000/x/1")
+        kube.pin("housing-model", "ml", "1")
     with pytest.raises(ConfigError, match="no namespace: set --isvc-namespace or HOUSING_ISVC_NAMESPACE"):
         kube.pinned("housing-model", None)
 

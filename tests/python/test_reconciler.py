@@ -1,4 +1,5 @@
-"""The reconciler: the InferenceService's pin follows the alias (lifecycle.reconcile_once), round after round
+"""The reconciler: the InferenceService's pin (its housing-mlops.io/model-version annotation; the chart renders the
+constant storageUri mlflow://<MLflow>/<model>/pinned) follows the alias (lifecycle.reconcile_once), round after round
 (reconciler.run, `housing-mlops reconcile --interval`), against the real local MLflow and the fake API server.
 
 One registered model of its own (three small versions); the last tests delete one's artifacts, then the version.
@@ -22,8 +23,9 @@ from conftest import free_port
 from housing_mlops import cli as cli_module
 from housing_mlops import lifecycle, reconciler, registry
 from housing_mlops.cli import main as cli_main
-from housing_mlops.errors import Gone, ServiceUnavailable
+from housing_mlops.errors import ConfigError, Gone, ServiceUnavailable
 from mlflow import MlflowClient
+from mlflow.utils.request_utils import _cached_get_request_session
 
 MODEL = "reconcile-model"
 ISVC = "housing-model"
@@ -45,11 +47,19 @@ def prefix(stack) -> str:
     return f"mlflow://127.0.0.1:{stack.mlflow_port}/"
 
 
+@pytest.fixture(scope="module")
+def rendered(prefix: str) -> str:
+    """The storageUri the chart renders in alias mode (constant: the version is the pin annotation)."""
+    uri = f"{prefix}{MODEL}/pinned"
+    assert lifecycle.pinned_uri(prefix, MODEL) == uri == lifecycle.pinned_uri(prefix.rstrip("/"), MODEL)
+    return uri
+
+
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[fake_kube.FakeCluster]:
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rendered: str) -> Iterator[fake_kube.FakeCluster]:
     cluster_gen = fake_kube.serve(tmp_path / "sa", monkeypatch)
     cluster = next(cluster_gen)
-    cluster.add_isvc(ISVC)  # as the chart renders it: never pinned
+    cluster.add_isvc(ISVC, uri=rendered)  # as the chart renders it: never pinned
     yield cluster
     next(cluster_gen, None)
 
@@ -71,13 +81,16 @@ def _healthz(port: int) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_reconcile_pins_the_alias_version_and_leaves_a_pin_in_sync_alone(api, versions, prefix) -> None:
+def test_reconcile_pins_the_alias_version_and_leaves_a_pin_in_sync_alone(
+    api, versions, prefix, rendered
+) -> None:
     started = time.monotonic()
     did = _round(prefix)
     first = time.monotonic() - started
     assert did == "pinned version 1 (was None; @production moved by trigger:cli)"
-    assert api.pin_of(ISVC) == ("1", f"{prefix}{MODEL}/1")
-    assert len(api.patches()) == 1
+    assert api.pin_of(ISVC) == ("1", rendered)  # the annotation; the storageUri stays what Helm rendered
+    (patch,) = api.patches()
+    assert patch.body == {"spec": {"predictor": {"annotations": {"housing-mlops.io/model-version": "1"}}}}
 
     timings = []
     for _ in range(5):
@@ -89,20 +102,50 @@ def test_reconcile_pins_the_alias_version_and_leaves_a_pin_in_sync_alone(api, ve
           f"(mean of {len(timings)}; one GET to MLflow, one to the API server)")  # fmt: skip
 
 
-def test_a_pin_that_differs_in_uri_only_is_repinned(api, versions, prefix) -> None:
-    """The release's MLflow moved (another host:port): the same version is pinned with the new URI."""
-    path = api.add_isvc(ISVC, version="1", uri=f"mlflow://old-mlflow:5000/{MODEL}/1")
-    assert _round(prefix).startswith("pinned version 1 (was 1;")
-    assert api.pin_of(ISVC) == ("1", f"{prefix}{MODEL}/1")
-    assert (
-        api.objects[path]["spec"]["predictor"]["model"]["runtime"] == "housing-mlserver"
-    )  # merged, not replaced
+NOT_OURS = {
+    "none (a multi-model server to KServe)": None,
+    "an exact version (the former design's pin)": "mlflow://127.0.0.1:{port}/reconcile-model/1",
+    "another release's MLflow": "mlflow://old-mlflow:5000/reconcile-model/pinned",
+    "another model": "mlflow://127.0.0.1:{port}/housing-model/pinned",
+    "the alias": "mlflow://127.0.0.1:{port}/reconcile-model@production",
+    "s3 (the chart's pinned mode)": "s3://models/housing-model/1",
+}
+
+
+@pytest.mark.parametrize("uri", NOT_OURS.values(), ids=NOT_OURS.keys())
+def test_an_isvc_whose_storage_uri_is_not_the_pinned_uri_is_refused_and_nothing_patched(
+    api, versions, prefix, rendered, stack, uri: str | None
+) -> None:
+    """Its pods would not fetch the pin (another server, a fixed version, an alias): the reconciler names both URIs
+    and writes nothing, whatever the annotation says."""
+    uri = None if uri is None else uri.format(port=stack.mlflow_port)
+    path = api.add_isvc(ISVC, version="2", uri=uri)
+    with pytest.raises(ConfigError) as err:
+        _round(prefix)
+    message = str(err.value)
+    assert f"InferenceService {ISVC} has storageUri {uri!r}, not {rendered!r}" in message, message
+    assert "would not fetch the pinned version" in message
+    assert api.patches() == [] and api.pin_of(ISVC) == ("2", uri)
+    assert api.objects[path]["metadata"]["generation"] == 1
+
+
+def test_the_cli_and_the_loop_refuse_an_isvc_that_is_not_the_pinned_uri(
+    cli, api, versions, prefix, rendered
+) -> None:
+    api.add_isvc(ISVC, uri=f"{prefix}{MODEL}/1")
+    code, _, err = cli("reconcile", "--model-name", MODEL, "--isvc-name", ISVC, "--uri-prefix", prefix)
+    assert code == 1 and f"not {rendered!r}" in err, err
+    health = reconciler.Health(stale_after=60)
+    failures = []
+    reconciler.run(lambda: _round(prefix), 0.0, health, rounds=2, after_failure=lambda: failures.append(1))
+    assert not health.ok() and f"not {rendered!r}" in health.last_error  # unhealthy: a person must fix it
+    assert failures == [1, 1] and api.patches() == []
 
 
 def test_an_alias_moved_by_a_job_or_a_person_is_pinned_and_who_is_recorded(
-    cli, api, versions, prefix
+    cli, api, versions, prefix, rendered
 ) -> None:
-    api.add_isvc(ISVC, version="1", uri=f"{prefix}{MODEL}/1")
+    api.add_isvc(ISVC, version="1", uri=rendered)
     # a job (promote) moves it: it says who it was
     code, out, err = cli("promote", "--model-name", MODEL, "--version", "2", "--max-regression-pct", "1000")
     assert code == 0, out + err
@@ -111,7 +154,7 @@ def test_an_alias_moved_by_a_job_or_a_person_is_pinned_and_who_is_recorded(
     _move("1")
     assert _round(prefix) == "pinned version 1 (was 2; @production moved by outside)"
     assert MlflowClient().get_registered_model(MODEL).tags["alias.production.moved"] == "1 outside"
-    assert api.pin_of(ISVC) == ("1", f"{prefix}{MODEL}/1")
+    assert api.pin_of(ISVC) == ("1", rendered)
     assert _round(prefix) == "in sync: version 1"
 
 
@@ -163,6 +206,56 @@ def test_the_loop_survives_a_bad_round_and_healthz_tells(api, versions, prefix) 
         _move("1")
 
 
+def test_run_calls_after_failure_after_each_failed_round_only() -> None:
+    outcomes = iter(["ok", "fail", "ok", "fail", "fail", "ok"])
+    events: list[str] = []
+
+    def round_() -> str:
+        outcome = next(outcomes)
+        events.append(outcome)
+        if outcome == "fail":
+            raise ServiceUnavailable("MLflow answered 404")
+        return "in sync: version 1"
+
+    reconciler.run(round_, 0.0, reconciler.Health(stale_after=60), rounds=6,
+                   after_failure=lambda: events.append("after_failure"))  # fmt: skip
+    assert events == [
+        "ok",
+        "fail",
+        "after_failure",
+        "ok",
+        "fail",
+        "after_failure",
+        "fail",
+        "after_failure",
+        "ok",
+    ]
+
+
+def test_fresh_connections_empties_mlflows_session_cache(versions) -> None:
+    """After a failed round the loop (by default) drops MLflow's cached HTTP sessions: the next round opens new
+    connections (a keep-alive connection opened before MLflow served kept answering 404 on the cluster)."""
+    client = MlflowClient()
+    client.get_registered_model(MODEL)
+    assert _cached_get_request_session.cache_info().currsize > 0  # the client call cached a session
+    reconciler.fresh_connections()
+    assert _cached_get_request_session.cache_info().currsize == 0
+    assert client.get_registered_model(MODEL).name == MODEL  # and the client opens a new one
+    assert _cached_get_request_session.cache_info().currsize > 0
+
+    health = reconciler.Health(stale_after=60)
+    reconciler.run(lambda: client.get_registered_model(MODEL).name, 0.0, health, rounds=1)  # a good round
+    assert health.ok() and _cached_get_request_session.cache_info().currsize > 0  # kept
+
+    def failed() -> str:
+        client.get_registered_model(MODEL)
+        raise ServiceUnavailable("MLflow answered 404")
+
+    reconciler.run(failed, 0.0, health, rounds=1)  # the default after_failure: fresh_connections
+    assert health.last_error == "MLflow answered 404"
+    assert _cached_get_request_session.cache_info().currsize == 0
+
+
 def _reconciler_process(prefix: str, health_port: int, log: Path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "housing_mlops.cli", "reconcile", "--model-name", MODEL, "--isvc-name", ISVC,
             "--uri-prefix", prefix, "--interval", "0.5", "--health-port", str(health_port)]  # fmt: skip
@@ -178,7 +271,9 @@ def _wait(check, timeout: float, what: str):
     return found
 
 
-def test_the_reconciler_process_pins_and_a_hook_waits_for_it(cli, api, versions, prefix, tmp_path) -> None:
+def test_the_reconciler_process_pins_and_a_hook_waits_for_it(
+    cli, api, versions, prefix, rendered, tmp_path
+) -> None:
     """`reconcile --interval 0.5` as the reconciler Deployment runs it; `promote --isvc-name` returns once the
     reconciler has pinned the version it decided."""
     port, log = free_port(), tmp_path / "reconciler.log"
@@ -194,7 +289,7 @@ def test_the_reconciler_process_pins_and_a_hook_waits_for_it(cli, api, versions,
                              "--isvc-name", ISVC, "--isvc-namespace", "ml")  # fmt: skip
         took = time.monotonic() - started
         assert code == 0 and out.startswith(f"promoted: {MODEL} version 2"), out + err
-        assert api.pin_of(ISVC) == ("2", f"{prefix}{MODEL}/2")  # pinned before promote returned
+        assert api.pin_of(ISVC) == ("2", rendered)  # pinned before promote returned
         print(f"promote --isvc-name: decided and pinned in {took:.1f}s (reconciler interval 0.5s)")
 
         started = time.monotonic()
@@ -214,8 +309,8 @@ def test_the_reconciler_process_pins_and_a_hook_waits_for_it(cli, api, versions,
     )
 
 
-def test_a_hook_whose_reconciler_is_down_names_it(cli, api, versions, monkeypatch) -> None:
-    api.add_isvc(ISVC, version="1", uri="mlflow://x:5000/reconcile-model/1")
+def test_a_hook_whose_reconciler_is_down_names_it(cli, api, versions, rendered, monkeypatch) -> None:
+    api.add_isvc(ISVC, version="1", uri=rendered)
     monkeypatch.setattr(cli_module, "PIN_WAIT_S", 1.0)
     code, _, err = cli("rollback", "--model-name", MODEL, "--isvc-name", ISVC)
     assert code == 1, err
@@ -224,8 +319,8 @@ def test_a_hook_whose_reconciler_is_down_names_it(cli, api, versions, monkeypatc
     _move("1")
 
 
-def test_a_version_whose_artifacts_are_gone_is_never_pinned(cli, api, versions, prefix) -> None:
-    api.add_isvc(ISVC, version="1", uri=f"{prefix}{MODEL}/1")
+def test_a_version_whose_artifacts_are_gone_is_never_pinned(cli, api, versions, prefix, rendered) -> None:
+    api.add_isvc(ISVC, version="1", uri=rendered)
     bucket, _, key = registry.physical_uri(MODEL, "3").removeprefix("s3://").partition("/")
     s3 = boto3.client("s3")
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key + "/")["Contents"]
@@ -236,7 +331,7 @@ def test_a_version_whose_artifacts_are_gone_is_never_pinned(cli, api, versions, 
         Gone, match=rf"@production names version 3: the artifacts of '{MODEL}' version 3 .* are gone"
     ):
         _round(prefix)
-    assert api.pin_of(ISVC) == ("1", f"{prefix}{MODEL}/1") and api.patches() == []
+    assert api.pin_of(ISVC) == ("1", rendered) and api.patches() == []
     # the CLI's one round: exit 6; the loop counts it as a healthy round (MLflow and the API answered)
     code, _, err = cli("reconcile", "--model-name", MODEL, "--isvc-name", ISVC, "--uri-prefix", prefix)
     assert code == 6 and "are gone; nothing changed" in err, err
@@ -246,7 +341,7 @@ def test_a_version_whose_artifacts_are_gone_is_never_pinned(cli, api, versions, 
     # the version deleted too: MLflow drops its alias, and the pin stays
     MlflowClient().delete_model_version(MODEL, "3")
     assert _round(prefix) == "@production does not exist: pin unchanged"
-    assert api.pin_of(ISVC) == ("1", f"{prefix}{MODEL}/1") and api.patches() == []
+    assert api.pin_of(ISVC) == ("1", rendered) and api.patches() == []
 
 
 def test_an_unreachable_s3_is_not_a_gone_version(versions, monkeypatch) -> None:

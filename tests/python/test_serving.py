@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ import requests
 from conftest import REAL_CSV, request_changed, request_without
 from housing_mlops.schema import CANONICAL_REQUEST, synthetic_dataset
 from mlflow import MlflowClient
+
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")  # as test_cli
 
 
 def test_fetch_alias_version_and_s3(cli, champion: str, tmp_path: Path) -> None:
@@ -72,6 +75,96 @@ def test_fetch_waits_for_an_alias_set_later(cli, champion: str, tmp_path: Path) 
         client.delete_registered_model_alias("housing-model", "late")
     assert code == 0, err
     assert (tmp_path / "m" / "MLmodel").is_file()
+
+
+def test_fetch_the_pinned_uri_fetches_exactly_the_pinned_version(
+    cli, champion: str, dvc_repo: Path, pushed: str, tmp_path: Path, monkeypatch
+) -> None:
+    """What the chart renders in alias mode: mlflow://<server>/<model>/pinned, the version from the predictor pod's
+    pin annotation (--pinned-version, HOUSING_PINNED_VERSION through the downward API); never the alias."""
+    code, out, err = cli(
+        "train", "--repo", str(dvc_repo), "--data", pushed, "--max-iter", "3", "--trigger", "pinned-fetch"
+    )
+    assert code == 0, err
+    other = out.split("version=")[1].split()[0]
+    client = MlflowClient()
+    assert client.get_model_version_by_alias("housing-model", "production").version == champion != other
+    server = urlparse(os.environ["MLFLOW_TRACKING_URI"]).netloc
+    pinned = f"mlflow://{server}/housing-model/pinned"
+
+    def run_id(dest: Path) -> str:
+        import yaml
+
+        return yaml.safe_load((dest / "MLmodel").read_text())["run_id"]
+
+    monkeypatch.delenv("HOUSING_PINNED_VERSION", raising=False)
+    code, out, err = cli("fetch-model", pinned, str(tmp_path / "flag"), "--pinned-version", other)
+    assert code == 0, err
+    assert (tmp_path / "flag" / ".model-version").read_text().strip() == other  # not @production's
+    assert run_id(tmp_path / "flag") == client.get_model_version("housing-model", other).run_id
+    assert run_id(tmp_path / "flag") != client.get_model_version("housing-model", champion).run_id
+
+    # as the chart's storage container runs it: the version from the environment (the pod's annotation)
+    monkeypatch.setenv("HOUSING_PINNED_VERSION", champion)
+    code, _, err = cli("fetch-model", pinned, str(tmp_path / "env"))
+    assert code == 0, err
+    assert (tmp_path / "env" / ".model-version").read_text().strip() == champion
+    assert run_id(tmp_path / "env") == client.get_model_version("housing-model", champion).run_id
+
+    # the pin moved, the alias did not: the same DEST now holds the pinned version, nothing of the old one
+    code, _, err = cli("fetch-model", "mlflow://housing-model/pinned", str(tmp_path / "env"), "--pinned-version",
+                       f" {other} ")  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "env" / ".model-version").read_text().strip() == other
+    assert run_id(tmp_path / "env") == client.get_model_version("housing-model", other).run_id
+
+    # a pin to a version that is gone: one line naming it, no waiting (only an alias is waited for)
+    started = time.monotonic()
+    code, _, err = cli("fetch-model", pinned, str(tmp_path / "gone"), "--pinned-version", "999")
+    assert code == 1 and "model 'housing-model' has no version 999" in err, err
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "gone" / "MLmodel").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        (
+            None,
+            "this predictor pod carries no pinned version (--pinned-version, HOUSING_PINNED_VERSION, is empty",
+        ),
+        (
+            "",
+            "this predictor pod carries no pinned version (--pinned-version, HOUSING_PINNED_VERSION, is empty",
+        ),
+        (
+            "   ",
+            "this predictor pod carries no pinned version (--pinned-version, HOUSING_PINNED_VERSION, is empty",
+        ),
+        (
+            "latest",
+            "pinned version (--pinned-version, HOUSING_PINNED_VERSION) must be a number, got 'latest'",
+        ),
+        ("v3", "pinned version (--pinned-version, HOUSING_PINNED_VERSION) must be a number, got 'v3'"),
+        ("-1", "pinned version (--pinned-version, HOUSING_PINNED_VERSION) must be a number, got '-1'"),
+    ],
+    ids=["absent", "empty", "blank", "a-word", "prefixed", "negative"],
+)
+def test_fetch_the_pinned_uri_without_a_usable_pinned_version_is_one_line(
+    cli, champion: str, tmp_path: Path, monkeypatch, given: str | None, says: str
+) -> None:
+    """A pod without the annotation (not pinned yet), or with garbage in it: one line, never the alias's model."""
+    monkeypatch.delenv("HOUSING_PINNED_VERSION", raising=False)
+    flag = [] if given is None else ["--pinned-version", given]
+    code, _, err = cli("fetch-model", "mlflow://housing-model/pinned", str(tmp_path / "m"), *flag)
+    lines = [line for line in err.splitlines() if line.strip() and not LOG_LINE.match(line)]
+    assert code == 1 and "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+    assert not (tmp_path / "m" / "MLmodel").exists()
+    if given is not None:  # the same through the environment, as the chart passes it
+        monkeypatch.setenv("HOUSING_PINNED_VERSION", given)
+        code, _, err = cli("fetch-model", "mlflow://housing-model/pinned", str(tmp_path / "m"))
+        assert code == 1 and says in err, err
 
 
 def test_v2_answer_is_a_sane_price(served: str) -> None:
