@@ -370,7 +370,7 @@ def timed_out_rolled_back(main: Deployed, timed_out: TimedOut) -> TimedOut:
     """The same with Helm 4's --rollback-on-failure: Helm rolls back to the last deployed revision (its
     rollback hook restores what that revision served) while the failed revision's hook still waits."""
     with phase("upgrade-timeout-rollback"):
-        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="60s")
+        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="25s")
 
 
 @dataclass(frozen=True)
