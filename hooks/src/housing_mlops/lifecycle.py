@@ -90,7 +90,12 @@ def holder(name: str, alias: str) -> str | None:
 
 def trained(name: str, identity: str):
     """The newest READY version trained with ``identity``, or None."""
-    found = registry.client().search_model_versions(f"name='{name}' and tags.{IDENTITY_TAG}='{identity}'")
+    found = registry.steady(
+        lambda: registry.client().search_model_versions(
+            f"name='{name}' and tags.{IDENTITY_TAG}='{identity}'"
+        ),
+        f"MLflow: versions of {name!r}",
+    )
     ready = [v for v in found if v.status == "READY"]
     return max(ready, key=lambda v: int(v.version)) if ready else None
 
@@ -147,22 +152,24 @@ def wait_for_training(
 
 def decided_identity(name: str, at: Revision) -> str | None:
     """The training identity this install last deployed (None: nothing yet, e.g. its first revision)."""
-    return registry.client().get_registered_model(name).tags.get(at.key("identity"))
+    return registry.model_tags(name).get(at.key("identity"))
 
 
 def served_at(name: str, at: Revision, revision: int) -> str | None:
-    return registry.client().get_registered_model(name).tags.get(at.key(f"served.{revision}"))
+    return registry.model_tags(name).get(at.key(f"served.{revision}"))
 
 
 def record(name: str, at: Revision, served: str | None, identity: str | None) -> None:
     """Remember what ``at`` serves and (when the alias holds its model) the identity it deployed."""
+    if served is None and identity is None:
+        return  # nothing to remember (e.g. no model, no alias yet)
     client = registry.client()
     if served is not None:
         registry.set_model_tag(name, at.key(f"served.{at.revision}"), served)
     if identity is not None:
         registry.set_model_tag(name, at.key("identity"), identity)
     prefix = at.key("served.")
-    for old in [k for k in client.get_registered_model(name).tags if k.startswith(prefix)]:
+    for old in [k for k in registry.model_tags(name) if k.startswith(prefix)]:
         tail = old[len(prefix) :]
         if tail.isdigit() and int(tail) <= at.revision - SERVED_KEEP:
             client.delete_registered_model_tag(name, old)
@@ -183,7 +190,7 @@ def record_move(name: str, alias: str, version: str, by: str) -> None:
 
 def moved_by(name: str, alias: str, version: str) -> str:
     """Who put ``version`` on the alias: what our job recorded when it moved it, else OUTSIDE (a person)."""
-    raw = registry.client().get_registered_model(name).tags.get(_moved_key(alias), "")
+    raw = registry.model_tags(name).get(_moved_key(alias), "")
     recorded, _, by = raw.partition(" ")
     return by if recorded == version and by else OUTSIDE
 

@@ -151,8 +151,53 @@ def set_model_tag(name: str, key: str, value: str, *, version: str | None = None
             log.info("tag %s of %s was created concurrently; writing it again", key, name)
 
 
+class Starting(Exception):
+    """MLflow answered a 404 with an empty body: what its server does for a few seconds while it starts (measured
+    on our cluster after its pod was replaced; a real "not found" carries a JSON error)."""
+
+
+STARTING_WAIT_S = 60.0
+
+
+def _starting(exc: Exception) -> bool:
+    return "failed with error code 404 != 200. Response body: ''" in str(exc)
+
+
+def steady(call: Callable[[], T], what: str) -> T:
+    """``call()`` (an MLflow client call), retried while MLflow answers as it does while starting."""
+
+    def attempt() -> T:
+        try:
+            return call()
+        except Exception as exc:
+            if _starting(exc):
+                from .reconciler import fresh_connections
+
+                fresh_connections()
+                raise Starting(str(exc)) from exc
+            raise
+
+    return backoff(attempt, what=what, timeout=STARTING_WAIT_S, retry_on=(Starting,))
+
+
+def model_tags(name: str) -> dict[str, str]:
+    """The registered model's tags; {} while it does not exist (a first install before any version)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(steady(lambda: client().get_registered_model(name), f"MLflow: model {name!r}").tags)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+
+
 def get_version(name: str, *, alias: str | None = None, version: str | None = None):
     """The ModelVersion for ``alias`` or ``version`` of registered model ``name``, or NotFound."""
+    return steady(lambda: _get_version(name, alias=alias, version=version), f"MLflow: model {name!r}")
+
+
+def _get_version(name: str, *, alias: str | None = None, version: str | None = None):
     from mlflow.exceptions import MlflowException
 
     c = client()
