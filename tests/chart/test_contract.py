@@ -215,8 +215,8 @@ def test_storage_container_fetches_the_pinned_version():
     assert (
         pin["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['housing-mlops.io/model-version']"
     )
-    assert fetch["dest"] == "/mnt/models"
-    assert fetch["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
+    assert params["dest"] == "/mnt/models"
+    assert params["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
 
 
 def test_inference_test_targets_the_predictor():

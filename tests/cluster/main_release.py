@@ -370,7 +370,7 @@ def timed_out_rolled_back(main: Deployed, timed_out: TimedOut) -> TimedOut:
     """The same with Helm 4's --rollback-on-failure: Helm rolls back to the last deployed revision (its
     rollback hook restores what that revision served) while the failed revision's hook still waits."""
     with phase("upgrade-timeout-rollback"):
-        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="25s")
+        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="15s")
 
 
 @dataclass(frozen=True)
@@ -381,6 +381,9 @@ class RollbackToGone:
     hook_exit_codes: list[int]
     hook_job: str
     after: Observed
+    left_by_helm: str  # the failed rollback's revision status as Helm left it
+    recovered: Outcome  # `helm rollback` to the last deployed revision, as an operator clears it
+    statuses: dict[int, str]  # helm history after that
 
 
 @pytest.fixture(scope="session")
@@ -399,13 +402,22 @@ def rolled_back_to_gone(main: Deployed, retrained: Retrained, kept_after_retrain
                 if reg.served_record(main.ns, RELEASE, r.revision) == gone
             )
             reg.delete_version(gone)
+        deployed = max(r.revision for r in main.release.history() if r.status == "deployed")
         outcome = main.release.rollback(target, timeout="5m")
-        revision = main.release.last_revision().revision
+        last = main.release.last_revision()
         hook = main.release.hook_job(target, "post-rollback")
         codes = main.job_exit_codes(hook)
         print(main.kube.kubectl("logs", "-n", main.ns, f"job/{hook}", "--tail=5", check=False).stdout)
-        print(f"    rollback to revision {target} (v{gone} deleted) -> revision {revision}")
-        return RollbackToGone(before, outcome, gone, codes, hook, observe(main))
+        print(
+            f"    rollback to revision {target} (v{gone} deleted) -> revision {last.revision} {last.status}"
+        )
+        after = observe(main)
+        # Helm 4.1.4 (pkg/action/rollback.go) returns on a failed post-rollback hook before recording a status:
+        # the revision stays pending-rollback and blocks upgrades; a rollback to a good revision clears it
+        recovered = main.release.rollback(deployed, timeout="5m")
+        statuses = {r.revision: r.status for r in main.release.history()}
+        print(f"    helm rollback {deployed} after it: {statuses}")
+        return RollbackToGone(before, outcome, gone, codes, hook, after, last.status, recovered, statuses)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ def agree(t: TimedOut) -> None:
     assert t.after.alias == t.before.alias, "the timed-out revision moved nothing"
     assert t.after.served.version == t.before.alias, "and the predictor serves what the alias says"
     assert t.hook_exit_codes and set(t.hook_exit_codes) == {SUPERSEDED}, (
-        f"the hook saw Helm give up and applied nothing (exit 5): {t.hook_exit_codes}"
+        f"the hook saw Helm give up and applied nothing, or undid its move (exit 5): {t.hook_exit_codes}"
     )
 
 
@@ -51,3 +51,8 @@ def test_rollback_to_a_deleted_version_fails_and_changes_nothing(rolled_back_to_
         "nothing served changed"
     )
     assert r.deleted not in {v.version for v in r.after.versions}
+    print(f"the failed rollback's revision as Helm left it: {r.left_by_helm}")
+    assert r.recovered.ok, "a rollback to the last deployed revision clears what the failed one left"
+    assert not [s for s in r.statuses.values() if s.startswith("pending")], (
+        f"nothing left pending: {r.statuses}"
+    )

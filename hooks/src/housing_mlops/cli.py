@@ -334,12 +334,13 @@ def promote(
         outcome, promoted = lifecycle.promote_revision(
             name=model_name, alias=alias, at=at, identity=identity, wait_timeout=wait_timeout,
             job_failure=job_failure, guard=guard,
+            settle=(lambda v: lifecycle.wait_pinned(isvc_name, isvc_namespace, v, PIN_WAIT_S)) if isvc_name else None,
             promote=lambda candidate: run(
                 name=model_name, alias=alias, version=candidate, trigger=None, gate=gate,
                 wait_timeout=wait_timeout, by=by, guard=guard,
             ),
         )  # fmt: skip
-    if promoted is not None and isvc_name:
+    if at is None and promoted is not None and isvc_name:
         lifecycle.wait_pinned(isvc_name, isvc_namespace, promoted, PIN_WAIT_S)
     click.echo(f"{outcome}: {model_name} version {promoted} is @{alias}")
 

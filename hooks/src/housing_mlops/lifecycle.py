@@ -239,11 +239,15 @@ def promote_revision(
     wait_timeout: float,
     job_failure: Callable[[], str | None] | None = None,
     guard: Callable[[], None] | None = None,
+    settle: Callable[[str], None] | None = None,
 ) -> tuple[str, str | None]:
-    """The promotion hook of revision ``at``: decide, act, record. Returns (outcome, version the alias holds).
+    """The promotion hook of revision ``at``: decide, act, record, then ``settle`` (wait until the version the alias
+    holds is pinned). Returns (outcome, version the alias holds).
 
     ``promote(version)`` gates and moves the alias (promote.promote); it raises GateRejected, which is recorded
-    (this revision serves the champion) and re-raised.
+    (this revision serves the champion) and re-raised. ``guard`` (Helm still deploys this revision) is checked
+    while waiting, before acting and once more at the very end: a move Helm gave up on meanwhile (it timed out while
+    the hook waited for the pin) is undone, the alias put back on the version it held, and Superseded raised.
     """
     from .errors import GateRejected
 
@@ -264,19 +268,48 @@ def promote_revision(
     if guard is not None:
         guard()
     if action is Action.KEEP:
-        record(name, at, facts.holder, identity if facts.decided else None)
-        return action.value, facts.holder
-    if action is Action.ALREADY:
-        record(name, at, facts.candidate, identity)
-        return action.value, facts.candidate
-    assert facts.candidate is not None
-    try:
-        outcome, now = promote(facts.candidate)
-    except GateRejected:
-        record(name, at, holder(name, alias), None)  # this revision keeps serving the champion
-        raise
-    record(name, at, now, identity if now == facts.candidate else None)
+        outcome, now = action.value, facts.holder
+        record(name, at, now, identity if facts.decided else None)
+    elif action is Action.ALREADY:
+        outcome, now = action.value, facts.candidate
+        record(name, at, now, identity)
+    else:
+        assert facts.candidate is not None
+        try:
+            outcome, now = promote(facts.candidate)
+        except GateRejected:
+            record(name, at, holder(name, alias), None)  # this revision keeps serving the champion
+            raise
+        record(name, at, now, identity if now == facts.candidate else None)
+    if settle is not None and now is not None:
+        settle(now)
+    if guard is not None:
+        try:
+            guard()
+        except Superseded:
+            if now != facts.holder and facts.holder is not None:
+                _undo(name, alias, facts.holder, now, at)
+            raise
     return outcome, now
+
+
+def _undo(name: str, alias: str, before: str, moved_to: str | None, at: Revision) -> None:
+    """Put the alias back on ``before``: Helm gave up on ``at`` after its hook had moved it."""
+    from .promote import restore
+
+    restore(
+        name=name,
+        alias=alias,
+        version=before,
+        by=f"helm-superseded:{at.namespace}/{at.release}@{at.revision}",
+    )
+    log.warning(
+        "%s: Helm gave up after version %s was promoted; @%s put back on version %s",
+        at,
+        moved_to,
+        alias,
+        before,
+    )
 
 
 def rollback_target(name: str, alias: str, at: Revision, target: int, identity: str | None) -> str | None:
