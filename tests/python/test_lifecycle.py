@@ -274,6 +274,46 @@ def test_a_guard_failing_after_the_move_puts_the_alias_back(stack) -> None:
     assert _tags()["alias.production.moved"] == f"{champion} helm:ml/housing@3"
 
 
+def test_helm_giving_up_while_the_hook_waits_for_the_pin_undoes_the_move(stack) -> None:
+    """The hook promoted before Helm's deadline, then waited for the pin; Helm gave up meanwhile (measured on the
+    cluster with --rollback-on-failure): the final check undoes the move and exits 5."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+    champion = _alias()
+    # an identity whose version does not hold the alias (judged before; a loose gate passes it)
+    identity = next(
+        i
+        for i in (ID_A, ID_B, ID_C)
+        if (v := lifecycle.trained(MODEL, i)) is not None and str(v.version) != champion
+    )
+    # revision 40 of this install deployed another identity: 41 changes it, so it is gated
+    lifecycle.record(MODEL, lifecycle.Revision.parse(RELEASE, 40, "pinwait"), champion, "e" * 16)
+    at = lifecycle.Revision.parse(RELEASE, 41, "pinwait")
+    settled: list[str] = []
+    deploying = {"yes": True}
+
+    def guard() -> None:
+        if not deploying["yes"]:
+            raise Superseded("Helm is no longer deploying revision 41 of ml/housing (failed)")
+
+    def settle(version: str) -> None:  # the reconciler pins; Helm's --timeout expires meanwhile
+        settled.append(version)
+        deploying["yes"] = False
+
+    with pytest.raises(Superseded):
+        lifecycle.promote_revision(
+            name=MODEL, alias="production", at=at, identity=identity, wait_timeout=10, guard=guard, settle=settle,
+            promote=lambda v: gate_and_move(
+                name=MODEL, alias="production", version=v, trigger=None, gate=Gate(max_regression_pct=1e9),
+                wait_timeout=10, by="helm:ml/housing@41", guard=guard,
+            ),
+        )  # fmt: skip
+    assert len(settled) == 1 and settled[0] != champion, (
+        f"it had moved the alias and waited for the pin: {settled}"
+    )
+    assert _alias() == champion, "the move was undone"
+    assert _tags()["alias.production.moved"].startswith(f"{champion} helm-superseded:ml/housing@41")
+
+
 def test_the_hook_stops_waiting_once_the_training_failed(cli, trained) -> None:
     code, _, err = trained(cli, ID_FAILED, data="data/no-such-file.csv")
     assert code == 1, err
