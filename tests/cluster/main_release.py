@@ -258,7 +258,7 @@ def restarted(main: Deployed, installed: Observed, kept_after_retrain: Kept) -> 
             main.kube.api.delete(Pod, victim, namespace=main.ns)
             served = main.wait_serving()
             (replacement,) = set(served.pods) - set(pinned.pods)
-            TIMINGS.add("predictor-pod-created-to-ready", main.pod_ready_seconds(replacement))
+            TIMINGS.add("pinned-pod-created-to-ready", main.pod_ready_seconds(replacement))
             result = main.infer("e2e-infer-restarted", count=50)
         finally:
             main.scale_reconciler(1)
