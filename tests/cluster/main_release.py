@@ -441,7 +441,10 @@ def uninstalled(
     before): nothing of the release may keep running. Failed hook Jobs are kept on purpose (until their TTL, for
     `kubectl logs` and their exit code): checked, then deleted rather than waited for."""
     with phase("uninstall"):
-        args = [a for o in ("schedule.yaml", "upgrade-slow.yaml") for a in ("-f", str(OVERLAYS / o))]
+        # the release's last good values (rolled_back_to_gone restored them) plus a slow new training only, so that
+        # Helm's --wait finds every resource Ready at once and the 10 s run out while the hook waits for the training
+        args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", "upgrade-slow.yaml")
+                for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
         late = main.release.upgrade(*args, "--set", "training.retrainNonce=uninstall", timeout="10s")
         assert not late.ok
         revision = main.release.last_revision().revision
