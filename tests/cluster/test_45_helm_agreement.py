@@ -51,8 +51,10 @@ def test_rollback_to_a_deleted_version_fails_and_changes_nothing(rolled_back_to_
         "nothing served changed"
     )
     assert r.deleted not in {v.version for v in r.after.versions}
+    # Helm 4.1.4 records no status when a post-rollback hook fails (pkg/action/rollback.go returns first): that
+    # revision stays pending-rollback in `helm history`; a rollback to the last deployed revision gets the release
+    # going again (upgrades look at the last revision only)
     print(f"the failed rollback's revision as Helm left it: {r.left_by_helm}")
-    assert r.recovered.ok, "a rollback to the last deployed revision clears what the failed one left"
-    assert not [s for s in r.statuses.values() if s.startswith("pending")], (
-        f"nothing left pending: {r.statuses}"
-    )
+    assert r.recovered.ok, "a rollback to the last deployed revision succeeds after it"
+    last = max(r.statuses)
+    assert r.statuses[last] == "deployed", f"the release is deployed again: {r.statuses}"
