@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 
 from .lib.deployed import Deployed, Served, prepare_namespace
@@ -423,7 +424,8 @@ def rolled_back_to_gone(main: Deployed, retrained: Retrained, kept_after_retrain
 @dataclass(frozen=True)
 class Uninstalled:
     outcome: Outcome
-    kept_hooks: dict[str, tuple[int | None, list[int]]]  # failed hook Job -> (TTL, exit codes)
+    kept_hooks: dict[str, tuple[int | None, list[int]]]  # Job kept until its TTL -> (TTL, exit codes)
+    hooks: tuple[str, ...]  # the failed hook Jobs among them
     running_after_s: float  # uninstall returned -> no pod of the release running
     leftovers: list[str]
     status_after: Outcome
@@ -463,17 +465,26 @@ def uninstalled(
         running_after = time.monotonic() - returned
         TIMINGS.add("uninstall-to-nothing-running", running_after)
         kept = {}
+        # Jobs kept on purpose until their TTL: failed hooks (not release objects), and the training Jobs of the
+        # timed-out revisions (Helm never deletes what a failed revision created: no later manifest names it)
+        left_jobs = [j.metadata.name for j in main.kube.api.list(Job, namespace=main.ns,
+                     labels={"app.kubernetes.io/instance": RELEASE})]  # fmt: skip
+        for name in left_jobs:
+            job = main.job(name)
+            kept[name] = (job.spec.ttlSecondsAfterFinished, main.job_exit_codes(name))
+            assert not (job.status and job.status.active), f"Job {name} still runs after the uninstall"
+            main.kube.kubectl("delete", "job", name, "-n", main.ns, "--cascade=foreground", "--wait",
+                              "--timeout=120s")  # fmt: skip
         for hook in (rejected.hook_job, timed_out.hook_job, timed_out_rolled_back.hook_job,
                      rolled_back_to_gone.hook_job, running_hook):  # fmt: skip
-            job = main.job(hook)
-            kept[hook] = (job.spec.ttlSecondsAfterFinished, main.job_exit_codes(hook))
-            main.kube.kubectl("delete", "job", hook, "-n", main.ns, "--cascade=foreground", "--wait",
-                              "--timeout=120s")  # fmt: skip
+            assert hook in kept, f"the failed hook Job {hook} was kept until its TTL"
         print(f"    failed hooks kept: {kept}; nothing ran {running_after:.1f} s after uninstall returned")
         left = settled(main.kube, main.ns, RELEASE, lambda found: not found, "nothing of the release is left")
         status = main.release.helm.run("status", RELEASE, "-n", main.ns, echo=False)
         main.kube.kubectl("delete", "namespace", main.ns, "--wait", "--timeout=180s")
-        return Uninstalled(outcome, kept, running_after, left, status)
+        hooks = (rejected.hook_job, timed_out.hook_job, timed_out_rolled_back.hook_job,
+                 rolled_back_to_gone.hook_job, running_hook)  # fmt: skip
+        return Uninstalled(outcome, kept, hooks, running_after, left, status)
 
 
 def newest(versions: list[ModelVersion]) -> ModelVersion:

@@ -134,6 +134,10 @@ def wait_for_training(
     and whatever ``guard`` raises (Superseded: Helm gave up on the revision) as soon as it does."""
     deadline = time.monotonic() + timeout
     while True:
+        if (
+            guard is not None
+        ):  # first: once the release is gone, so is its MLflow (whose client retries for minutes)
+            guard()
         version = trained(name, identity)
         if version is not None:
             return version
@@ -142,8 +146,6 @@ def wait_for_training(
             why = job_failure()
         if why is not None:
             raise TrainingFailed(f"the training of identity {identity} failed: {why}")
-        if guard is not None:
-            guard()
         if time.monotonic() >= deadline:
             raise NotFound(f"no version of {name!r} with identity {identity} after {timeout:g}s")
         log.info("waiting for the training of identity %s to register a version", identity)
