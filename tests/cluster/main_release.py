@@ -320,10 +320,12 @@ class TimedOut:
     after: Observed
 
 
-def timed_out_upgrade(d: Deployed, before: Observed, nonce: str, *flags: str, timeout: str) -> TimedOut:
-    """`helm upgrade` with a slow training (a new identity) and a --timeout it cannot meet; then wait for that
-    training to finish (the late outcome) and observe that nothing it did was applied."""
-    args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", "upgrade-slow.yaml")
+def timed_out_upgrade(
+    d: Deployed, before: Observed, nonce: str, *flags: str, timeout: str, training: str = "upgrade-slow.yaml"
+) -> TimedOut:
+    """`helm upgrade` with a slow (or never scheduled) training of a new identity and a --timeout it cannot meet;
+    then wait for that training to finish (the late outcome) and observe that nothing it did was applied."""
+    args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", training)
             for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
     outcome = d.release.upgrade(*args, "--set", f"training.retrainNonce={nonce}", *flags, timeout=timeout)
     assert not outcome.ok, f"helm upgrade --timeout {timeout} was meant to time out: {outcome.stdout[-500:]}"
@@ -369,9 +371,14 @@ def timed_out(main: Deployed, kept_after_manual_move: Kept) -> TimedOut:
 @pytest.fixture(scope="session")
 def timed_out_rolled_back(main: Deployed, timed_out: TimedOut) -> TimedOut:
     """The same with Helm 4's --rollback-on-failure: Helm rolls back to the last deployed revision (its
-    rollback hook restores what that revision served) while the failed revision's hook still waits."""
+    rollback hook restores what that revision served) while the failed revision's hook still waits. The training
+    never gets scheduled, so Helm gives up whatever the machine's speed, and the rollback has the whole --timeout
+    (measured: a training meant to outlast 15 s sometimes did not, and a 15 s rollback sometimes did not fit)."""
     with phase("upgrade-timeout-rollback"):
-        return timed_out_upgrade(main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="15s")
+        return timed_out_upgrade(
+            main, timed_out.after, "timeout-2", "--rollback-on-failure", timeout="60s",
+            training="upgrade-unschedulable.yaml",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

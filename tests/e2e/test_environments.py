@@ -141,12 +141,21 @@ def test_the_upgrade_overlays_train_only_where_the_scenarios_expect() -> None:
         "upgrade-accepted.yaml",
         "upgrade-rejected.yaml",
         "upgrade-slow.yaml",
+        "upgrade-unschedulable.yaml",
         "replicas.yaml",
         "schedule.yaml",
     }
     for overlay in UPGRADE_OVERLAYS:
         name = _training_job(render("values/kind.yaml", overlay))["metadata"]["name"]
-        trains = overlay.endswith(("upgrade-accepted.yaml", "upgrade-rejected.yaml", "upgrade-slow.yaml"))
+        # the unschedulable one keeps the identity (the e2e sets a nonce) but its pod template, so its Job, is new
+        trains = overlay.endswith(
+            (
+                "upgrade-accepted.yaml",
+                "upgrade-rejected.yaml",
+                "upgrade-slow.yaml",
+                "upgrade-unschedulable.yaml",
+            )
+        )
         assert (name != installed) == trains, f"{overlay}: training Job {name}, installed {installed}"
 
 
