@@ -59,17 +59,13 @@ def container_env(container: dict) -> dict[str, str]:
     return {item["name"]: item.get("value", SECRET_PLACEHOLDER) for item in container.get("env", [])}
 
 
-def pin_uri(objects, isvc: dict) -> str:
-    """The URI the InferenceService's pods fetch: the rendered storageUri (alias mode: `…/<model>/pinned`, the
-    version coming from the pod's pin annotation)."""
-    del objects
-    return isvc["spec"]["predictor"]["model"]["storageUri"]
-
-
 def invocations(objects) -> list[Invocation]:
     """Every housing-mlops command line in a rendering, as the kubelet / KServe would start it."""
     found = []
-    isvc_uris = [pin_uri(objects, o) for o in objects if o["kind"] == "InferenceService"]
+    # alias mode renders `…/<model>/pinned` (the version: the pod's pin annotation); pinned mode the URI given
+    isvc_uris = [
+        o["spec"]["predictor"]["model"]["storageUri"] for o in objects if o["kind"] == "InferenceService"
+    ]
     for obj in objects:
         where = f"{obj['kind']}/{obj['metadata']['name']}"
         if obj["kind"] == "ClusterStorageContainer":

@@ -187,11 +187,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _expected_sha(version, tag: str = HOLDOUT_SHA_TAG) -> str | None:

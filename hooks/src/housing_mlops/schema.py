@@ -63,11 +63,8 @@ CANONICAL_REQUEST = v2_request([CANONICAL_ROW])
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
     with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def read_dataset(path: Path, *, with_target: bool = True) -> pd.DataFrame:
