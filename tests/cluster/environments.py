@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .lib.deployed import Deployed, Served, prepare_namespace
+from .lib.deployed import VERSION_ANNOTATION, Deployed, Served, prepare_namespace
 from .lib.helm import Helm, Outcome, Release
 from .lib.kube import E2E_LABELS, Kube
 from .lib.leftovers import only_volume_left, settled
@@ -127,6 +127,81 @@ def staging(setup: Setup, kube: Kube, helm3: Helm, datasets: Datasets) -> Stagin
             test1,
             test2,
         )
+
+
+@dataclass(frozen=True)
+class StagingMoves:
+    """Helm 3 (three-way merge) beside the reconciler's pin, on the reinstalled staging release: a person registers
+    and promotes a version, a values-only `helm upgrade` rolls the predictor, the person moves the alias back, then
+    `helm rollback` to the upgrade's revision, which the first install had recorded serving something else."""
+
+    registered: (
+        int  # the version the person registered (the champion's model once more) and moved the alias to
+    )
+    upgraded: Outcome  # helm upgrade changing only the predictor's CPU request (its pods are recreated)
+    after_upgrade: Served
+    alias_after_upgrade: int
+    upgraded_revision: int
+    recorded_by_this_install: int | None  # what the upgrade's hook recorded, keyed by the reinstall
+    recorded_by_first_install: int | None  # what the first install recorded for the same revision number
+    moved_back_to: int
+    rolled_back: Outcome
+    after_rollback: Served
+    alias_after_rollback: int
+    pin_managers: list[str]  # the field managers owning the pin annotation at the end
+
+
+def pin_managers(isvc: Any) -> list[str]:
+    """The field managers that own the pin annotation (managedFields): the reconciler's, never Helm's."""
+    key = f"f:{VERSION_ANNOTATION}"
+    owners = []
+    for m in isvc.metadata.managedFields or []:
+        fields = ((m.fieldsV1 or {}).get("f:spec") or {}).get("f:predictor") or {}
+        if key in (fields.get("f:annotations") or {}):
+            owners.append(m.manager)
+    return owners
+
+
+@pytest.fixture(scope="session")
+def staging_moves(staging: Staging) -> StagingMoves:
+    d = staging.deployed
+    with phase("staging-helm3-pin"):
+        champion = staging.reinstalled_alias
+        with d.registry() as reg:
+            registered = reg.register_copy(champion)
+            reg.set_alias(registered)
+        print(f"    a person registered v{registered} (v{champion}'s model) and moved the alias to it")
+        d.wait_serving_version(registered)
+        before = d.wait_serving()
+        # a Helm-rendered field of the predictor changes: KServe recreates its pods, which must fetch the pin
+        upgraded = d.release.upgrade(
+            "--set", "inference.resources.requests.cpu=110m", timeout=T_INSTALL
+        ).check()
+        revision = d.release.last_revision().revision
+        after_upgrade = d.wait_serving()
+        assert set(after_upgrade.pods).isdisjoint(before.pods), "the upgrade recreated the predictor pods"
+        install = d.release.install_key()
+        with d.registry() as reg:
+            alias_after_upgrade = reg.alias()
+            mine = reg.served_record(d.ns, RELEASE, revision, install)
+            prefix, suffix = f"release.{d.ns}.{RELEASE}.", f".served.{revision}"
+            first = [int(v) for k, v in reg.tags().items()
+                     if k.startswith(prefix) and k.endswith(suffix) and install not in k]  # fmt: skip
+            reg.set_alias(champion)
+        print(f"    revision {revision} recorded v{mine} (this install), {first} (the first install)")
+        d.wait_serving_version(champion)
+        rolled_back = d.release.rollback(revision, timeout="10m").check()
+        with d.registry() as reg:
+            alias_after_rollback = reg.alias()
+        after_rollback = d.wait_serving_version(alias_after_rollback)
+        managers = pin_managers(d.isvc())
+        print(
+            f"    after helm rollback {revision}: @production v{alias_after_rollback}; pin owned by {managers}"
+        )
+        return StagingMoves(
+            registered, upgraded, after_upgrade, alias_after_upgrade, revision, mine,
+            first[0] if first else None, champion, rolled_back, after_rollback, alias_after_rollback, managers,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
