@@ -28,6 +28,7 @@ import numpy as np
 
 from . import registry
 from .errors import ConfigError, DataError, HousingError, NotFound
+from .integrity import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _expected_sha(version, tag: str = HOLDOUT_SHA_TAG) -> str | None:
     sha = version.tags.get(tag)
     if sha is None and version.run_id:
@@ -213,7 +209,7 @@ def _download(version, artifact: str, what: str, expected: str, tmp: str) -> Pat
             f"version {version.version}: its {what} {artifact} (run {version.run_id}) cannot be "
             f"downloaded: {_one_line(exc)}"
         ) from exc
-    actual = _sha256(local)
+    actual = file_digest(local)
     if actual != expected:
         raise HousingError(
             f"version {version.version}: {what} {artifact} has sha256 {actual[:16]}…, its training "
