@@ -113,7 +113,8 @@ def test_a_file_changed_in_s3_after_registration_is_refused_naming_it(
 
 
 def test_a_file_added_in_s3_is_refused(cli, candidate: str, model_files, tmp_path: Path) -> None:
-    """Strict: a file the record does not list could be loaded (mlflow puts a model's code/ on sys.path)."""
+    """Strict: a file the record does not list could be picked up by a loader (MLflow puts
+    the folder's code/ on sys.path when MLmodel names it)."""
     uri, _ = model_files
     s3().put_object(Bucket=BUCKET, Key=f"{key_of(uri)}/code/sitecustomize.py", Body=b"import os\n")
     line = _fetch_refused(cli, candidate, tmp_path / "models")
@@ -298,3 +299,18 @@ def test_a_hostile_record_is_refused(cli, probe, tmp_path: Path, value: str, say
 def test_integrity_is_a_verdict() -> None:
     """A retry gives the same answer: exit 7 is one of the codes the chart's Jobs never retry."""
     assert INTEGRITY_EXIT == 7 and INTEGRITY_EXIT in VERDICT_EXIT_CODES
+
+
+def test_the_gate_never_loads_a_changed_model(cli, candidate: str, model_files) -> None:
+    """The promotion hook scores candidate and champion in process: their files are checked against the record
+    first (fetch.verified_copy), so a changed model.pkl is a verdict (exit 7), never unpickled, and no alias moves."""
+    uri, saved = model_files
+    s3().put_object(Bucket=BUCKET, Key=f"{key_of(uri)}/model.pkl", Body=saved["model.pkl"] + b"\n")
+    code, _, err = cli("promote", "--version", candidate, "--alias", "integrity-gate", "--wait-timeout", "5")
+    line = error_line(err)
+    assert code == INTEGRITY_EXIT, err
+    assert f"version {candidate} of 'housing-model' cannot be judged: model.pkl has sha256" in line, line
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        MlflowClient().get_model_version_by_alias("housing-model", "integrity-gate")

@@ -143,10 +143,23 @@ def _empty(dest: Path, keep: str | None = None) -> None:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
-def _fetch(source: Source, dest: Path, artifact_root: str, allow_unverified: bool) -> None:
+def verified_copy(name: str, version, dest: Path) -> Path:
+    """The model of ``version`` (a ModelVersion of ``name``) downloaded into the empty folder ``dest`` and checked
+    against its record, for a job that loads it in process (the gate scores candidate and champion). A version
+    without a record is copied as it is, with a warning (versions trained before the record existed stay
+    judgeable); the artifact root is fetch-model's check (a job has none configured)."""
+    expected, record = integrity.recorded(name, version)
+    source = Source(registry.physical_uri(name, str(version.version)), str(version.version), expected, record)
+    _fetch(source, dest, None, allow_unverified=True)
+    return dest
+
+
+def _fetch(source: Source, dest: Path, artifact_root: str | None, allow_unverified: bool) -> None:
     import mlflow
 
-    s3_uri = integrity.check_under_root(source.s3_uri, artifact_root)
+    s3_uri = (
+        source.s3_uri if artifact_root is None else integrity.check_under_root(source.s3_uri, artifact_root)
+    )
     if source.expected is None:
         if not allow_unverified:
             raise IntegrityError(
@@ -154,7 +167,7 @@ def _fetch(source: Source, dest: Path, artifact_root: str, allow_unverified: boo
                 "registered before housing-mlops recorded them, or by hand from another run); retrain it, or "
                 "accept it unverified with --allow-unverified (HOUSING_ALLOW_UNVERIFIED=true)"
             )
-        log.warning("UNVERIFIED: %s; fetching it anyway (--allow-unverified)", source.record)
+        log.warning("UNVERIFIED: %s; its files are used unchecked", source.record)
     dest.mkdir(parents=True, exist_ok=True)
     # Download beside DEST, verify, then move in: DEST never holds a half-written or unverified model.
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as tmp:

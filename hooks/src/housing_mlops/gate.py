@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
-from .errors import ConfigError, DataError, HousingError, NotFound
+from .errors import ConfigError, DataError, HousingError, IntegrityError, NotFound
 from .integrity import file_digest
 
 log = logging.getLogger(__name__)
@@ -269,17 +269,26 @@ def load_train_rows(version) -> np.ndarray | None:
 
 
 def score(name: str, version, holdout: _Holdout, metric: str) -> float:
-    """``metric`` of ``version``'s model on ``holdout`` (the model is loaded from the registry)."""
+    """``metric`` of ``version``'s model on ``holdout``. The model's files are checked against the sha256 its training
+    recorded before it is loaded (`fetch.verified_copy`): a changed file is an `IntegrityError` (exit 7), never
+    unpickled in the promotion hook."""
     import mlflow
 
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        predicted = np.asarray(model.predict(holdout.x), dtype="float64").reshape(-1)
-    except Exception as exc:
-        raise HousingError(
-            f"version {version.version} of {name!r} cannot be re-scored on the held-out set of version "
-            f"{holdout.version}: {_one_line(exc)}"
-        ) from exc
+    from .fetch import verified_copy
+
+    with tempfile.TemporaryDirectory(prefix="housing-gate-model-") as tmp:
+        try:
+            local = verified_copy(name, version, Path(tmp) / "model")
+        except IntegrityError as exc:
+            raise IntegrityError(f"version {version.version} of {name!r} cannot be judged: {exc}") from None
+        try:
+            model = mlflow.pyfunc.load_model(str(local))
+            predicted = np.asarray(model.predict(holdout.x), dtype="float64").reshape(-1)
+        except Exception as exc:
+            raise HousingError(
+                f"version {version.version} of {name!r} cannot be re-scored on the held-out set of version "
+                f"{holdout.version}: {_one_line(exc)}"
+            ) from exc
     if predicted.shape != holdout.y.shape or not np.isfinite(predicted).all():
         raise HousingError(
             f"version {version.version} of {name!r} predicted {predicted.size} values (finite: "
