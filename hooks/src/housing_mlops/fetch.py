@@ -163,8 +163,8 @@ def _fetch(source: Source, dest: Path, artifact_root: str | None, allow_unverifi
     if source.expected is None:
         if not allow_unverified:
             raise IntegrityError(
-                f"{source.record}: there is no record of its files' sha256 to check them against (versions "
-                "registered before housing-mlops recorded them, or by hand from another run); retrain it, or "
+                f"{source.record}: there is no record of its files' sha256 to check them against (registered "
+                "before housing-mlops recorded them, or by hand without the training run that did); retrain it, or "
                 "accept it unverified with --allow-unverified (HOUSING_ALLOW_UNVERIFIED=true)"
             )
         log.warning("UNVERIFIED: %s; its files are used unchecked", source.record)
