@@ -247,11 +247,11 @@ def test_a_copy_registered_by_hand_from_the_run_is_verified_by_the_runs_record(
     client = probe[0]
     version = client.get_model_version("housing-model", candidate)
     run_id = version.run_id
-    # as the e2e's register_copy sends it: the source, the run id, the logged model's id when the answer has one
-    # (MLflow accepts a models:/<id> source only with that id)
-    model_id = getattr(version, "model_id", None)
-    source = version.source if model_id else probe[1]
-    copy = client.create_model_version(PROBE, source, run_id=run_id, model_id=model_id).version
+    # as the e2e's register_copy (tests/cluster/lib/registry.py) sends it: the source, the run id and, for a
+    # logged model's source `models:/<model id>`, that id (MLflow refuses such a source without it)
+    assert version.source.startswith("models:/"), version.source
+    model_id = version.source.removeprefix("models:/").split("/")[0]
+    copy = client.create_model_version(PROBE, version.source, run_id=run_id, model_id=model_id).version
     assert integrity.MANIFEST_TAG not in client.get_model_version(PROBE, copy).tags
     code, _, err = cli("fetch-model", f"mlflow://{PROBE}/{copy}", str(tmp_path / "m"))
     assert code == 0, err

@@ -280,8 +280,8 @@ def _train(
             mlflow.log_artifact(str(train_rows_file), artifact_path=str(Path(gating.TRAIN_ROWS_PATH).parent))
             logged = mlflow.sklearn.log_model(model, name="model", **export_kwargs(model, x_train))
             files = model_manifest(logged, scratch / "logged-model")
-            # on the run too: a version a person registers from this run (MLflow's UI or REST API) has none of our
-            # version tags, and fetch-model falls back to the run's (integrity.py)
+            # on the run too: a version a person registers from this run or its logged model (MLflow's UI or REST
+            # API; MLflow fills in the run id) has none of our version tags, and fetch-model falls back to the run's
             mlflow.set_tag(integrity.MANIFEST_TAG, files)
         version = _register(
             model_name, logged, run.info.run_id, {**tags, integrity.MANIFEST_TAG: files}, metrics
