@@ -16,7 +16,18 @@ from .lib.helm import Helm, Outcome, Release
 from .lib.kube import E2E_LABELS, Kube
 from .lib.leftovers import only_volume_left, settled
 from .lib.registry import ModelVersion
-from .lib.setup import CHART, ROOT, TIMINGS, Datasets, Setup, phase
+from .lib.setup import (
+    CHART,
+    ROOT,
+    S3_ACCESS_KEY,
+    S3_NAMESPACE,
+    S3_SECRET_KEY,
+    TIMINGS,
+    Datasets,
+    Setup,
+    phase,
+)
+from .lib.wait import NotYet, wait_until
 from .main_release import RELEASE, provider_values
 
 STAGING_NS = "housing-staging"
@@ -202,6 +213,113 @@ def staging_moves(staging: Staging) -> StagingMoves:
             registered, upgraded, after_upgrade, alias_after_upgrade, revision, mine,
             first[0] if first else None, champion, rolled_back, after_rollback, alias_after_rollback, managers,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tampered:
+    """A model file of the served version changed in S3 after its promotion, then a new predictor pod asked for."""
+
+    version: int
+    key: str  # the S3 object changed
+    refused_pod: str
+    exit_codes: list[int]  # the new pod's storage initializer's exit codes
+    log: str  # its log
+    ready_while_refused: bool  # the new pod was never Ready while the file was changed
+    answers: dict[str, int]  # model_version -> answers through the Service meanwhile
+    old_pods: dict[str, int]  # the serving pods before -> restart count
+    old_pods_after: dict[str, int]  # the same pods after -> restart count
+    recovered: Served  # the file restored: the new pod's successor verifies and serves
+
+
+def _restarts(pod: Any) -> int:
+    return sum(s.restartCount for s in (pod.status.containerStatuses or []))
+
+
+def _initializer_exits(pod: Any) -> list[int]:
+    codes = []
+    for s in pod.status.initContainerStatuses or []:
+        if s.name != "storage-initializer":
+            continue
+        for state in (s.state, s.lastState):
+            if state and state.terminated:
+                codes.append(state.terminated.exitCode)
+    return codes
+
+
+@pytest.fixture(scope="session")
+def tampered(staging: Staging, staging_moves: StagingMoves) -> Tampered:
+    """Integrity (issue 24): one byte appended to the served version's model file in S3; a new predictor pod
+    (an annotation on spec.predictor: KServe rolls out, the old pod stays until the new one is Ready) refuses to
+    start, its storage initializer exiting 7 naming the file; the old pod keeps serving. Then the file restored."""
+    import boto3
+
+    d = staging.deployed
+    kube = d.kube
+    with phase("staging-tampered-artifact"):
+        before = d.wait_serving()
+        version = before.version
+        old = {
+            p.metadata.name: _restarts(p)
+            for p in kube.pods(d.ns, d.predictor_labels())
+            if p.metadata.name in before.pods
+        }
+        with d.registry() as reg:
+            uri = reg.download_uri(version)
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        with kube.port_forward(S3_NAMESPACE, "service/s3", 9000) as port:
+            s3 = boto3.client(
+                "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+            )  # fmt: skip
+            keys = [
+                o["Key"]
+                for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")["Contents"]
+            ]
+            key = next(k for k in keys if k.endswith(".pkl"))
+            original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            s3.put_object(Bucket=bucket, Key=key, Body=original + b"\n")
+            print(f"    changed s3://{bucket}/{key} (v{version}'s model file) after its promotion")
+            try:
+                kube.kubectl("patch", "inferenceservice", d.isvc_name, "-n", d.ns, "--type", "merge", "-p",
+                             '{"spec":{"predictor":{"annotations":{"e2e.housing-mlops.io/rollout":"tampered"}}}}')  # fmt: skip
+
+                def refused() -> Any:
+                    new = [p for p in kube.pods(d.ns, d.predictor_labels()) if p.metadata.name not in old]
+                    for p in new:
+                        ready = any(
+                            c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])
+                        )
+                        assert not ready, f"{p.metadata.name} got Ready on a changed model file"
+                        if _initializer_exits(p):
+                            return p
+                    raise NotYet(
+                        f"no new predictor pod's storage initializer has exited yet: {[p.metadata.name for p in new]}"
+                    )
+
+                pod = wait_until(
+                    refused,
+                    what="the new predictor pod's storage initializer refuses",
+                    timeout=300,
+                    interval=1,
+                )
+                name = pod.metadata.name
+                log = kube.kubectl("logs", "-n", d.ns, name, "-c", "storage-initializer", check=False).stdout
+                if "refusing" not in log:
+                    log = kube.kubectl("logs", "-n", d.ns, name, "-c", "storage-initializer", "--previous",
+                                       check=False).stdout  # fmt: skip
+                answers = d.infer("e2e-infer-tampered", count=20).result["versions"]
+                still = {p.metadata.name: p for p in kube.pods(d.ns, d.predictor_labels())}
+                ready_while = any(
+                    c.type == "Ready" and c.status == "True" for c in (still[name].status.conditions or [])
+                )
+                old_after = {n: _restarts(still[n]) for n in old if n in still}
+                codes = _initializer_exits(still[name])
+            finally:
+                s3.put_object(Bucket=bucket, Key=key, Body=original)
+        kube.kubectl("delete", "pod", name, "-n", d.ns, "--wait=false")  # its successor skips the back-off
+        recovered = d.wait_serving()
+        print(f"    refused pod {name} (exits {codes}); restored, now serving on {recovered.pods}")
+        return Tampered(version, key, name, codes, log, ready_while, answers, old, old_after, recovered)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from .environments import (
     Prod,
     Staging,
     StagingMoves,
+    Tampered,
     env_values,
     uninstall_keeping_volume,
 )
@@ -20,6 +21,8 @@ from .lib.kube import ClusterStorageContainer
 from .lib.pods import finish_pod, probe_command, start_pod
 from .lib.setup import phase
 from .main_release import RELEASE
+
+INTEGRITY = 7  # housing_mlops.errors.IntegrityError
 
 pytestmark = pytest.mark.cluster
 
@@ -77,6 +80,26 @@ def test_staging_helm3_upgrade_and_rollback_leave_the_pin_to_the_lifecycle(
     assert m.after_rollback.version == m.registered, "and the predictor serves it"
     assert m.pin_managers == [FIELD_MANAGER], (
         f"the pin annotation's one writer is the reconciler: {m.pin_managers}"
+    )
+
+
+def test_a_model_file_changed_in_s3_is_refused_by_the_next_pod_while_the_old_one_serves(
+    tampered: Tampered,
+) -> None:
+    """Issue 24: the storage initializer checks every file against the sha256 the training recorded."""
+    t = tampered
+    assert t.exit_codes and set(t.exit_codes) == {INTEGRITY}, (
+        f"the storage initializer exited 7: {t.exit_codes}"
+    )
+    file = t.key.rsplit("/", 1)[-1]
+    assert "refusing version" in t.log and file in t.log and "changed after registration" in t.log, (
+        f"its log names the file: {t.log[-1500:]}"
+    )
+    assert not t.ready_while_refused, f"{t.refused_pod} never got Ready"
+    assert t.answers == {str(t.version): 20}, f"the old pod kept answering with v{t.version}: {t.answers}"
+    assert t.old_pods_after == t.old_pods, f"the old pods were never restarted or removed: {t.old_pods_after}"
+    assert t.recovered.version == t.version and set(t.recovered.pods).isdisjoint(t.old_pods), (
+        "with the file restored, a new pod verifies it and serves"
     )
 
 
@@ -246,7 +269,7 @@ def test_prod_network_policies_both_ways(prod: Prod, staging: Staging) -> None:
 
 
 def test_side_by_side_each_serves_its_own_model(
-    staging: Staging, staging_moves: StagingMoves, prod: Prod
+    staging: Staging, staging_moves: StagingMoves, tampered: Tampered, prod: Prod
 ) -> None:
     """Two releases in one cluster, each with its own MLflow: one ClusterStorageContainer per release, each
     predictor fetches the version pinned on it from its own MLflow, staging still serves its own version; then both
