@@ -263,6 +263,21 @@ def test_a_request_over_the_timeout_is_504_and_the_next_one_is_served(strict: Se
     assert client.price() == expected
 
 
+def test_a_body_that_never_arrives_is_408(strict: Serving) -> None:
+    """A client that sends headers and then stalls holds no thread and gets 408 after the timeout."""
+    session = requests.Session()
+    expected = canonical_price(session, strict.url)
+    port = int(strict.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        slow.sendall(f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode())
+        assert canonical_price(session, strict.url) == expected  # meanwhile
+        response = http.client.HTTPResponse(slow)
+        response.begin()
+        assert response.status == 408
+        assert "did not arrive within 0.5s" in json.loads(response.read())["error"]
+    assert canonical_price(session, strict.url) == expected
+
+
 # -- the session's server (default settings) -------------------------------------------------------------------
 
 

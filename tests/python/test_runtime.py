@@ -233,3 +233,19 @@ def test_kserve_model_interface_gives_the_same_price(ours) -> None:
     assert answer.outputs[0].data == ours.predict_tensors(tensors(CANONICAL_REQUEST)).tolist()
     with pytest.raises(InvalidInput, match="missing input"):
         ours.predict(InferRequest("housing-model", inputs[:-1], request_id="r2"))
+
+
+def test_a_large_request_is_predicted_in_chunks_with_the_same_prices(ours, frame) -> None:
+    """More than CHUNK_ROWS rows are predicted chunk by chunk (each chunk large enough for the same code path):
+    the prices equal one predict of all the rows; past its deadline the request is abandoned (504)."""
+    import time
+
+    from housing_mlops.runtime import CHUNK_ROWS
+
+    x = frame[0].dropna().sample(2 * CHUNK_ROWS + 5, replace=True, random_state=4).reset_index(drop=True)
+    body = tensors(v2_request(x.to_dict(orient="records")))
+    whole = np.asarray(ours._fast.predict(ours.to_columns(body)), dtype=np.float64)
+    np.testing.assert_array_equal(ours.predict_tensors(body), whole)
+    with pytest.raises(RequestError, match="abandoned") as caught:
+        ours.predict_tensors(body, deadline=time.monotonic() - 1)
+    assert caught.value.status == 504

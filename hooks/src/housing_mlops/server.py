@@ -7,7 +7,7 @@ where the limits below have to sit (KServe's reads any body whole, has no gzip, 
 and it answers faster (bench/). `python -m housing_mlops.server --stock MODEL_DIR` runs the same model in
 `kserve.ModelServer` unchanged, for comparison (bench/'s "stock").
 
-What a hostile request meets (docs/security.md, "Bad input"; every limit is a `Settings` field, an environment
+What a hostile request meets (docs/cli.md, "Limits"; every limit is a `Settings` field, an environment
 variable and a `housing-mlops serve` option; the chart's `inference.limits`):
 - the body is read in chunks up to ``max_body_bytes`` (413 beyond; a Content-Length above it is refused before
   reading); a gzip body is inflated in steps with the same cap on its inflated size, so a bomb costs at most
@@ -661,17 +661,22 @@ def _has(module: str) -> bool:
 
 
 def serve_stock(settings: Settings) -> None:
-    """The same model in kserve.ModelServer as it comes (FastAPI REST, its gRPC), for bench/'s comparison."""
+    """The same model in kserve.ModelServer as it comes (its FastAPI REST app; no gRPC), for bench/'s comparison.
+    Only the listening address is ours: KServe's REST server binds 0.0.0.0, this one ``settings.host``."""
     from kserve import ModelServer
+    from kserve import model_server as kserve_model_server
 
+    class LoopbackREST(kserve_model_server.RESTServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.config.host = settings.host
+
+    kserve_model_server.RESTServer = LoopbackREST
     runtime = HousingRuntime(settings.model_name, settings.model_dir, settings.limits)
     runtime.load()
-    ModelServer(
-        http_port=settings.http_port,
-        grpc_port=settings.grpc_port or 8081,
-        enable_grpc=bool(settings.grpc_port),
-        enable_latency_logging=False,
-    ).start([runtime])
+    ModelServer(http_port=settings.http_port, enable_grpc=False, enable_latency_logging=False).start(
+        [runtime]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
