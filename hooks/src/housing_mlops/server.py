@@ -132,6 +132,8 @@ class Metrics:
         REGISTRY.register(self.predictions)
 
     def record(self, model: str, protocol: str, code: str, started: float) -> None:
+        """``model`` is the served model's name or "" (any other name a client sent: one series, not one per
+        name, so made-up names cannot grow the metrics without bound)."""
         self.requests.labels(model, protocol, code).inc()
         self.latency.labels(model, protocol).observe(time.perf_counter() - started)
 
@@ -182,6 +184,10 @@ class State:
                 f"model {name!r} version {version!r} is not served (version {runtime.version} is)", 404
             )
         return runtime
+
+    def label(self, name: str) -> str:
+        """The model label of a request's metrics: the served model's name, or "" for any other."""
+        return name if name == self.settings.model_name else ""
 
     def deadline(self) -> float:
         """When a request arriving now stops being waited for (time.monotonic())."""
@@ -396,10 +402,10 @@ class App:
                 ) from None
             reply, payload = await state.run(infer_rest, state, runtime, body, headers, deadline)
         except RequestError as exc:
-            state.metrics.record(name, "rest", str(exc.status), started)
+            state.metrics.record(state.label(name), "rest", str(exc.status), started)
             extra = [(b"connection", b"close")] if exc.status == 413 else []
             return _json(exc.status, {"error": str(exc)}, extra)
-        state.metrics.record(name, "rest", "200", started)
+        state.metrics.record(state.label(name), "rest", "200", started)
         return 200, reply, payload
 
 
@@ -528,15 +534,15 @@ def make_servicer(state: State) -> Any:
                 runtime = state.model(request.model_name, request.model_version or None)
                 answer = await state.run(predict, runtime, request, state.deadline())
             except RequestError as exc:
-                state.metrics.record(request.model_name, "grpc", str(exc.status), started)
+                state.metrics.record(state.label(request.model_name), "grpc", str(exc.status), started)
                 await context.abort(codes.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
             except Exception:
                 log.exception("unexpected error answering gRPC ModelInfer")
-                state.metrics.record(request.model_name, "grpc", "500", started)
+                state.metrics.record(state.label(request.model_name), "grpc", "500", started)
                 await context.abort(
                     grpc.StatusCode.INTERNAL, "internal server error (the server log has details)"
                 )
-            state.metrics.record(request.model_name, "grpc", "200", started)
+            state.metrics.record(state.label(request.model_name), "grpc", "200", started)
             return answer
 
         async def RepositoryModelLoad(self, request, context):
