@@ -139,7 +139,9 @@ class Serving:
 
 
 @contextmanager
-def model_server(model_dir: Path, log: Path, *options: str) -> Iterator[Serving]:
+def model_server(
+    model_dir: Path, log: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[Serving]:
     """`housing-mlops serve MODEL_DIR OPTIONS` (as KServe starts the server) on free loopback ports, until the
     model answers ready; stopped (TERM to its process group) on exit."""
     port, grpc_port, metrics_port = free_port(), free_port(), free_port()
@@ -149,6 +151,7 @@ def model_server(model_dir: Path, log: Path, *options: str) -> Iterator[Serving]
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

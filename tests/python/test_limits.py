@@ -3,7 +3,8 @@ answers with its status and a message, and the same client is served normally ri
 
 Three servers on the fetched @production model: the session's (default settings), `limited` (a 64 KiB body,
 100 rows, 900 values) and `strict` (default limits, a 0.5 s timeout; also the fresh process whose memory the gzip
-bomb is measured in). gRPC goes through KServe's own V2 stubs (kserve.protocol.grpc), not tritonclient, whose
+bomb is measured in), and one on a model that fails unexpectedly (broken_model.py). gRPC goes through KServe's
+own V2 stubs (kserve.protocol.grpc), not tritonclient, whose
 protobuf names clash with them in one process.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import struct
 import threading
@@ -398,3 +400,39 @@ def test_errors_are_json_without_a_traceback(serving: Serving) -> None:
         assert answer.status_code == status, (path, answer.text)
         assert answer.headers["content-type"] == "application/json"
         assert "Traceback" not in answer.text and answer.json()["error"]
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model that raises something no check foresaw: REST answers a JSON 500 that says nothing of it (the
+    server log has the traceback), gRPC INTERNAL; the same clients are served next."""
+    import mlflow
+    from broken_model import SECRET, TRIGGER, BrokenModel
+    from housing_mlops.schema import synthetic_dataset
+    from housing_mlops.train import export_kwargs
+
+    data = synthetic_dataset(2000, seed=5)
+    x, y = data.drop(columns=["median_house_value"]), data["median_house_value"]
+    model_dir = tmp_path_factory.mktemp("broken") / "model"
+    broken = BrokenModel(max_iter=20).fit(x, y)
+    mlflow.sklearn.save_model(broken, model_dir, **export_kwargs(broken, x))
+    (model_dir / ".model-version").write_text("1\n")  # as fetch-model writes it
+    here = Path(__file__).parent
+    log = model_dir.parent / "server.log"
+    with model_server(
+        model_dir, log, env={"PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
+    ) as server:
+        session = requests.Session()
+        expected = canonical_price(session, server.url)
+        answer = session.post(
+            f"{server.url}{INFER}", json=request_changed("median_income", data=[TRIGGER]), timeout=60
+        )
+        assert answer.status_code == 500, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json() == {"error": "internal server error (the server log has details)"}
+        assert canonical_price(session, server.url) == expected
+        client = Grpc(server.grpc_port)
+        grpc_expected = client.price()
+        status, message = client.infer(grpc_request(1, median_income=TRIGGER))
+        assert status == "INTERNAL" and SECRET not in message, message
+        assert client.price() == grpc_expected
+    assert SECRET in log.read_text()  # the log has it
