@@ -4,8 +4,7 @@ answers with its status and a message, and the same client is served normally ri
 Three servers on the fetched @production model: the session's (default settings), `limited` (a 64 KiB body,
 100 rows, 900 values) and `strict` (default limits, a 0.5 s timeout; also the fresh process whose memory the gzip
 bomb is measured in), and one on a model that fails unexpectedly (broken_model.py). gRPC goes through KServe's
-own V2 stubs (kserve.protocol.grpc), not tritonclient, whose
-protobuf names clash with them in one process.
+own V2 stubs (kserve.protocol.grpc), not tritonclient, whose protobuf names clash with them in one process.
 """
 
 from __future__ import annotations
