@@ -4,8 +4,8 @@ Built on the KServe Python model server SDK (`kserve`): the model is a `kserve.M
 KServe's V2 `GRPCInferenceService` (its generated protobufs and servicer, with our `ModelInfer`), metrics are
 prometheus_client like KServe's. The REST side is our own ASGI app on uvicorn, not KServe's FastAPI app: it is
 where the limits below have to sit (KServe's reads any body whole, has no gzip, and serves the repository API),
-and it answers faster (bench/). `python -m housing_mlops.server --stock MODEL_DIR` runs the same model in
-`kserve.ModelServer` unchanged, for comparison (bench/'s "stock").
+and it answers faster (bench/: single-row p50 ~0.6x KServe's). `python -m housing_mlops.server --stock MODEL_DIR`
+runs the same model in `kserve.ModelServer` as it comes, for comparison (bench/'s "ours_kserve").
 
 What a hostile request meets (docs/cli.md, "Limits"; every limit is a `Settings` field, an environment
 variable and a `housing-mlops serve` option; the chart's `inference.limits`):
@@ -16,7 +16,8 @@ variable and a `housing-mlops serve` option; the chart's `inference.limits`):
   converted (runtime.Limits: 413 for too many, 400 for too deep);
 - parsing, checks, prediction and encoding run in a thread pool of ``workers`` threads, never on the event
   loop: health, readiness and small requests are answered while a large one runs;
-- ``timeout_seconds`` bounds the wait for an answer (504 / DEADLINE_EXCEEDED);
+- ``timeout_seconds`` bounds the wait for an answer (504 / DEADLINE_EXCEEDED; the work is abandoned between
+  two chunks of rows, freeing its thread) and for the body (408);
 - NaN/Infinity in a numeric input is a 400 naming the input, in every encoding;
 - any unexpected error is a JSON 500 without a traceback (the log has it);
 - there is no model repository API (load/unload): 404 over REST, UNIMPLEMENTED over gRPC. `--load-later`
@@ -580,19 +581,16 @@ async def start_grpc(state: State) -> Any:
 # -- the process ----------------------------------------------------------------------------------------------
 
 
-class _Uvicorn:
-    """uvicorn.Server whose signals we handle (it would re-raise SIGTERM before gRPC is stopped)."""
+def _uvicorn_server(config: Any) -> Any:
+    """A uvicorn.Server whose signals we handle (it would re-raise SIGTERM before gRPC is stopped)."""
+    import uvicorn
 
-    @staticmethod
-    def make(config: Any) -> Any:
-        import uvicorn
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
 
-        class Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                yield
-
-        return Server(config)
+    return Server(config)
 
 
 async def serve(settings: Settings) -> None:
@@ -618,7 +616,7 @@ async def serve(settings: Settings) -> None:
         timeout_keep_alive=65,
         timeout_graceful_shutdown=10,
     )
-    server = _Uvicorn.make(config)
+    server = _uvicorn_server(config)
 
     def stop() -> None:
         server.should_exit = True
