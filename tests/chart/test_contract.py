@@ -275,7 +275,7 @@ def test_serving_runtime_runs_what_bench_measured(values: Path) -> None:
     env = container_env(container)
     ours = {k: v for k, v in env.items() if k.startswith("HOUSING_")}
     assert set(ours) <= set(Settings.ENV.values()), set(ours) - set(Settings.ENV.values())
-    settings = Settings.from_env(Path("/mnt/models"), {**ours, "HOUSING_MODEL_NAME": "housing-model"})
+    settings = Settings.from_env(Path("/mnt/models"), {**ours, "HOUSING_SERVE_MODEL_NAME": "housing-model"})
     assert settings.host == "0.0.0.0" and settings.http_port == 8080
     assert not any(k.startswith("MLSERVER_") for k in env), env
     assert {k: env.get(k) for k in serve.TUNING} == serve.TUNING

@@ -648,7 +648,13 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path, file_okay=False))
-@model_option
+@click.option(
+    "--model-name",
+    envvar="HOUSING_SERVE_MODEL_NAME",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="The V2 model name it answers to (the chart: the InferenceService's name).",
+)
 @click.option(
     "--host",
     envvar="HOUSING_SERVE_HOST",

@@ -40,7 +40,7 @@ class Settings:
     load_later: bool = False
 
     ENV: ClassVar[dict[str, str]] = {
-        "model_name": "HOUSING_MODEL_NAME",
+        "model_name": "HOUSING_SERVE_MODEL_NAME",  # the V2 name (the chart: the InferenceService's)
         "host": "HOUSING_SERVE_HOST",
         "http_port": "HOUSING_SERVE_HTTP_PORT",
         "grpc_port": "HOUSING_SERVE_GRPC_PORT",
