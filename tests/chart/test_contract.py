@@ -90,6 +90,8 @@ def invocations(objects) -> list[Invocation]:
 
 def validate(inv: Invocation, extra_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8"}
+    if os.environ.get("PYTHONPATH"):  # a checkout other than the venv's editable install (a git worktree)
+        base["PYTHONPATH"] = os.environ["PYTHONPATH"]
     argv = [str(CLI), "--validate-only", *inv.argv[1:], *extra_args]
     return subprocess.run(argv, env={**base, **dict(inv.env)}, capture_output=True, text=True, check=False)
 
@@ -213,6 +215,30 @@ def test_storage_container_fetches_the_pinned_version():
     )
     assert params["dest"] == "/mnt/models"
     assert params["tracking_uri"].startswith(f"http://{RELEASE}-mlflow.{NAMESPACE}.svc")
+
+
+@pytest.mark.parametrize(
+    "values", sorted(v for v, invs in RENDERED.items() if any(i.command == "fetch-model" for i in invs))
+)
+def test_storage_container_fetches_only_from_mlflows_artifact_root(values: str):
+    """fetch-model refuses any model URI outside --artifact-root: the chart gives it exactly the root the MLflow
+    server writes artifacts to (global.s3 bucket and prefix for an external MLflow), and never lets an unrecorded
+    version through by default."""
+    (fetch,) = [parsed(i) for i in by_command(values, "fetch-model")]
+    objects = render((ROOT / values,))
+    servers = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{RELEASE}-mlflow"
+    ]
+    if servers:
+        spec = servers[0]["spec"]["template"]["spec"]
+        args = [a for c in spec["containers"] for a in c.get("command", []) + c.get("args", [])]
+        (root,) = [a.split("=", 1)[1] for a in args if a.startswith("--default-artifact-root=")]
+    else:
+        s3 = {**yaml.safe_load((ROOT / "charts/housing-mlops/values.yaml").read_text())["global"]["s3"],
+              **yaml.safe_load((ROOT / values).read_text())["global"].get("s3", {})}  # fmt: skip
+        root = f"s3://{s3['bucket']}/{s3['prefix'].strip('/')}"
+    assert fetch["artifact_root"] == root and root.startswith("s3://")
+    assert fetch["allow_unverified"] is False
 
 
 def test_inference_test_targets_the_predictor():

@@ -176,7 +176,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # The release lifecycles' fixtures (a chain per release; see each module).
-from .environments import prod, staging  # noqa: E402,F401
+from .environments import prod, staging, staging_moves, tampered  # noqa: E402,F401
 from .main_release import (  # noqa: E402,F401
     accepted,
     installed,

@@ -4,13 +4,25 @@ probed both ways, the published chart and images by digest), then both side by s
 from __future__ import annotations
 
 import pytest
+from housing_mlops.kube import FIELD_MANAGER
 
-from .environments import PROD_NS, STAGING_NS, Prod, Staging, env_values, uninstall_keeping_volume
+from .environments import (
+    PROD_NS,
+    STAGING_NS,
+    Prod,
+    Staging,
+    StagingMoves,
+    Tampered,
+    env_values,
+    uninstall_keeping_volume,
+)
 from .lib.deployed import selector
 from .lib.kube import ClusterStorageContainer
 from .lib.pods import finish_pod, probe_command, start_pod
 from .lib.setup import phase
 from .main_release import RELEASE
+
+INTEGRITY = 7  # housing_mlops.errors.IntegrityError
 
 pytestmark = pytest.mark.cluster
 
@@ -43,6 +55,52 @@ def test_staging_reinstall_finds_its_history(staging: Staging) -> None:
     assert staging.reinstalled_alias == staging.alias, "the same champion serves"
     assert staging.reinstalled.version == staging.served.version
     assert staging.test_after_reinstall.ok
+
+
+def test_staging_helm3_upgrade_and_rollback_leave_the_pin_to_the_lifecycle(
+    staging_moves: StagingMoves,
+) -> None:
+    """Helm 3's three-way merge, like Helm 4's server-side apply in the main release: a values-only upgrade that
+    recreates the predictor pods keeps the person's choice (alias, pin, every new pod); a rollback restores what
+    the target revision served for *this* install, not what the first install recorded under the same number."""
+    m = staging_moves
+    assert m.upgraded.ok and "conflict" not in (m.upgraded.stdout + m.upgraded.stderr).lower()
+    assert m.alias_after_upgrade == m.registered, "the values-only upgrade left the person's alias alone"
+    assert m.after_upgrade.version == m.registered, "the recreated predictor pods fetched the pinned version"
+    assert m.recorded_by_this_install == m.registered, "the upgrade's hook recorded what serves"
+    assert m.recorded_by_first_install not in (None, m.registered), (
+        f"the first install recorded revision {m.upgraded_revision} too, another version: "
+        f"{m.recorded_by_first_install} (else the rollback below proves nothing)"
+    )
+    assert m.rolled_back.ok and "conflict" not in (m.rolled_back.stdout + m.rolled_back.stderr).lower()
+    assert m.alias_after_rollback == m.registered != m.moved_back_to, (
+        f"helm rollback {m.upgraded_revision} restored v{m.alias_after_rollback}: this install recorded "
+        f"v{m.recorded_by_this_install}, the first v{m.recorded_by_first_install}"
+    )
+    assert m.after_rollback.version == m.registered, "and the predictor serves it"
+    assert m.pin_managers == [FIELD_MANAGER], (
+        f"the pin annotation's one writer is the reconciler: {m.pin_managers}"
+    )
+
+
+def test_a_model_file_changed_in_s3_is_refused_by_the_next_pod_while_the_old_one_serves(
+    tampered: Tampered,
+) -> None:
+    """Issue 24: the storage initializer checks every file against the sha256 the training recorded."""
+    t = tampered
+    assert t.exit_codes and set(t.exit_codes) == {INTEGRITY}, (
+        f"the storage initializer exited 7: {t.exit_codes}"
+    )
+    file = t.key.rsplit("/", 1)[-1]
+    assert "refusing version" in t.log and file in t.log and "changed after registration" in t.log, (
+        f"its log names the file: {t.log[-1500:]}"
+    )
+    assert not t.ready_while_refused, f"{t.refused_pod} never got Ready"
+    assert t.answers == {str(t.version): 20}, f"the old pod kept answering with v{t.version}: {t.answers}"
+    assert t.old_pods_after == t.old_pods, f"the old pods were never restarted or removed: {t.old_pods_after}"
+    assert t.recovered.version == t.version and set(t.recovered.pods).isdisjoint(t.old_pods), (
+        "with the file restored, a new pod verifies it and serves"
+    )
 
 
 def test_prod_refuses_privileged_pods(prod: Prod) -> None:
@@ -210,7 +268,9 @@ def test_prod_network_policies_both_ways(prod: Prod, staging: Staging) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_side_by_side_each_serves_its_own_model(staging: Staging, prod: Prod) -> None:
+def test_side_by_side_each_serves_its_own_model(
+    staging: Staging, staging_moves: StagingMoves, tampered: Tampered, prod: Prod
+) -> None:
     """Two releases in one cluster, each with its own MLflow: one ClusterStorageContainer per release, each
     predictor fetches the version pinned on it from its own MLflow, staging still serves its own version; then both
     are uninstalled."""
@@ -230,7 +290,7 @@ def test_side_by_side_each_serves_its_own_model(staging: Staging, prod: Prod) ->
         }
     assert sorted(ours) == sorted(f"{ns}-{RELEASE}-mlflow" for ns in (STAGING_NS, PROD_NS)), names
     assert uris == wanted, "each predictor fetches from its own MLflow"
-    assert again.version == staging.served.version, "staging still serves its own version"
+    assert again.version == staging_moves.alias_after_rollback, "staging still serves its own version"
     for ns, objects in left.items():
         assert sum(o.startswith("persistentvolumeclaim/") for o in objects) == 1, f"{ns}: {objects}"
         assert all(

@@ -107,7 +107,7 @@ jobs() {
     -e MLFLOW_S3_ENDPOINT_URL=http://s3:9000 \
     -e AWS_ENDPOINT_URL=http://s3:9000 \
     -e AWS_ACCESS_KEY_ID="$S3_KEY" -e AWS_SECRET_ACCESS_KEY="$S3_SECRET" -e AWS_DEFAULT_REGION=us-east-1 \
-    -e HOUSING_DVC_REMOTE_URL=s3://housing-data/dvc \
+    -e HOUSING_DVC_REMOTE_URL=s3://housing-data/dvc -e HOUSING_ARTIFACT_ROOT=s3://mlflow \
     -e HOUSING_TRIGGER="test-images-$RUN" \
     -v "$DATA_VOLUME:/app/data" -v "$MODELS_VOLUME:/models" \
     "${JOBS_EXTRA[@]}" "$JOBS_IMAGE" "$@"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -102,6 +103,7 @@ class Call:
     content_type: str
     authorization: str
     body: Any
+    query: dict[str, str] = field(default_factory=dict)  # e.g. fieldManager
 
 
 @dataclass
@@ -124,7 +126,7 @@ class FakeCluster:
         """An InferenceService as the chart renders it in alias mode (storageUri ``uri``: the constant
         mlflow://<MLflow>/<model>/pinned; no version annotation), or pinned (the reconciler wrote ``version``)."""
         predictor: dict[str, Any] = {
-            "model": {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver"}
+            "model": {"modelFormat": {"name": "mlflow"}, "runtime": "housing-serving"}
         }
         if uri is not None:
             predictor["model"]["storageUri"] = uri
@@ -180,9 +182,17 @@ class FakeCluster:
 
     # --- the API ---
 
-    def answer(self, method: str, path: str, content_type: str, auth: str, body: Any) -> tuple[int, dict]:
+    def answer(
+        self,
+        method: str,
+        path: str,
+        content_type: str,
+        auth: str,
+        body: Any,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
         with self.lock:
-            self.calls.append(Call(method, path, content_type, auth, body))
+            self.calls.append(Call(method, path, content_type, auth, body, dict(query or {})))
             if auth != f"Bearer {TOKEN}":
                 return 401, _status(401, "Unauthorized", "Unauthorized")
             if path in self.forbidden:
@@ -219,12 +229,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
+        url = urlsplit(self.path)
         code, answer = self.server.cluster.answer(
             method,
-            self.path,
+            url.path,
             self.headers.get("Content-Type", ""),
             self.headers.get("Authorization", ""),
             body,
+            dict(parse_qsl(url.query)),
         )
         data = json.dumps(answer).encode()
         self.send_response(code)

@@ -198,6 +198,21 @@ BAD_ENV = [
         {"HOUSING_PINNED_VERSION": "seven"},
         "HOUSING_PINNED_VERSION) must be a number, got 'seven'",
     ),
+    (
+        ["fetch-model", "mlflow://housing-model/1", "{tmp}/m"],
+        {"HOUSING_ARTIFACT_ROOT": ""},
+        "no artifact root (--artifact-root, HOUSING_ARTIFACT_ROOT)",
+    ),
+    (
+        ["fetch-model", "mlflow://housing-model/1", "{tmp}/m"],
+        {"HOUSING_ARTIFACT_ROOT": "mlflow/models"},
+        "must be s3://<bucket>[/<prefix>], got 'mlflow/models'",
+    ),
+    (
+        ["fetch-model", "mlflow://housing-model/1", "{tmp}/m"],
+        {"HOUSING_ALLOW_UNVERIFIED": "maybe"},
+        "HOUSING_ALLOW_UNVERIFIED (for '--allow-unverified'): 'maybe'",
+    ),
     (["infer"], {"HOUSING_INFER_URL": "garbage"}, "'garbage'"),
     (
         ["infer", "--url", "http://127.0.0.1:1"],
@@ -277,6 +292,8 @@ def test_bad_environment_values_give_one_line_naming_them(
     monkeypatch.setenv("HOUSING_LOCAL_DIR", bad_files["tmp"] + "/unused-state")  # never the checkout's .local
     monkeypatch.delenv("HOUSING_CSV", raising=False)
     monkeypatch.setenv("HOUSING_DATA_URL", "http://127.0.0.1:9/offline")
+    # fetch-model checks this one first
+    monkeypatch.setenv("HOUSING_ARTIFACT_ROOT", "s3://mlflow")
     for key, value in env.items():
         if key != "{stack}":
             monkeypatch.setenv(key, value.format(**bad_files))

@@ -49,12 +49,15 @@ def test_pin_is_one_merge_patch_of_the_annotation_only_and_pinned_reads_it_back(
     assert patch.path == "/apis/serving.kserve.io/v1beta1/namespaces/serving/inferenceservices/housing-model"
     assert patch.content_type == "application/merge-patch+json"
     assert patch.authorization == "Bearer tok123"
+    assert patch.query == {"fieldManager": "housing-mlops-reconciler"}, (
+        "managedFields name the pin's one writer"
+    )
     # the annotation and nothing else: the storageUri is Helm's, and Helm re-applies what it renders
     assert patch.body == {"spec": {"predictor": {"annotations": {"housing-mlops.io/model-version": "7"}}}}
     assert kube.pinned("housing-model", "serving") == kube.Pin("7", RENDERED)
     # a merge patch: what the chart rendered stays
     model = api.isvc("housing-model", "serving")["spec"]["predictor"]["model"]
-    assert model == {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver", "storageUri": RENDERED}
+    assert model == {"modelFormat": {"name": "mlflow"}, "runtime": "housing-serving", "storageUri": RENDERED}
 
     kube.pin("housing-model", "serving", "8")
     assert kube.pinned("housing-model", "serving") == kube.Pin("8", RENDERED)

@@ -27,7 +27,10 @@ def test_fetch_alias_version_and_s3(cli, champion: str, tmp_path: Path) -> None:
     code, _, _ = cli("fetch-model", f"mlflow://housing-model/{champion}", str(tmp_path / "v"))
     assert code == 0 and (tmp_path / "v" / "MLmodel").is_file()
     _, uri, _ = cli("resolve", "--alias", "production")
-    code, _, _ = cli("fetch-model", uri.strip(), str(tmp_path / "s"))
+    # an s3:// URI names no version, so no record of its files to check: only with --allow-unverified
+    code, _, err = cli("fetch-model", uri.strip(), str(tmp_path / "s"))
+    assert code == 7 and "no record of its files" in err and not (tmp_path / "s" / "MLmodel").exists()
+    code, _, _ = cli("fetch-model", uri.strip(), str(tmp_path / "s"), "--allow-unverified")
     assert code == 0 and (tmp_path / "s" / "MLmodel").is_file()
     # the same model; an mlflow:// fetch also records which registered version it is
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == sorted(

@@ -70,5 +70,5 @@ absent when training is off) and the release/revision whose served version they 
 
 {{/* Exit codes that are verdicts, not crashes (errors.py VERDICT_EXIT_CODES): a Job fails at once on them. */}}
 {{- define "housing-mlops.verdictExitCodes" -}}
-[2, 3, 4, 5, 6]
+[2, 3, 4, 5, 6, 7]
 {{- end -}}

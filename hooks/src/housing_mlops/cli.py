@@ -516,11 +516,35 @@ def resolve(tracking_uri, model_name, alias, version, wait_timeout) -> None:
     envvar="HOUSING_PINNED_VERSION",
     help="The version a mlflow://…/<model>/pinned URI stands for (the chart: the predictor pod's pin annotation).",
 )
-def fetch_model(uri, dest, tracking_uri, wait_timeout, pinned_version) -> None:
-    """Download a model folder (MLmodel at DEST's root): KServe's storage-initializer contract."""
+@click.option(
+    "--artifact-root",
+    envvar="HOUSING_ARTIFACT_ROOT",
+    default="",
+    help="s3://<bucket>[/<prefix>] the MLflow server stores artifacts under (required): any model URI outside it "
+    "is refused.",
+)
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    envvar="HOUSING_ALLOW_UNVERIFIED",
+    help="Also fetch a model without a record of its files' sha256 (older versions, s3:// URIs), with a warning. "
+    "A recorded model that does not match is refused all the same.",
+)
+def fetch_model(
+    uri, dest, tracking_uri, wait_timeout, pinned_version, artifact_root, allow_unverified
+) -> None:
+    """Download a model folder (MLmodel at DEST's root), verified: KServe's storage-initializer contract."""
     from .fetch import fetch
 
-    s3_uri, _version = fetch(uri, dest, tracking_uri, wait_timeout, pinned_version)
+    s3_uri, _version = fetch(
+        uri,
+        dest,
+        tracking_uri,
+        wait_timeout,
+        pinned_version,
+        artifact_root=artifact_root,
+        allow_unverified=allow_unverified,
+    )
     click.echo(f"fetched {uri} -> {s3_uri} -> {dest}")
 
 

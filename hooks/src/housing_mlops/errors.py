@@ -1,6 +1,6 @@
 """Errors users can act on: each is printed as one line and maps to an exit code.
 
-Every exit code of `housing-mlops` lives here (the chart's podFailurePolicy lists the verdicts, 2-6, that a
+Every exit code of `housing-mlops` lives here (the chart's podFailurePolicy lists the verdicts, 2-7, that a
 retry cannot change):
 
 | code | meaning |
@@ -12,6 +12,7 @@ retry cannot change):
 | 4 | TrainingFailed: the training a promotion waits for failed |
 | 5 | Superseded: Helm is no longer deploying this revision (timed out, rolled back, uninstalled): nothing moved |
 | 6 | Gone: the version to restore no longer exists (deleted, or its artifacts are gone): nothing moved |
+| 7 | IntegrityError: the model's files differ from what its training recorded, it has no such record, or its URI lies outside the artifact root: nothing was loaded |
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Gone(NotFound):
     exit_code = 6
 
 
+class IntegrityError(HousingError):
+    """The model's files are not the ones its training registered (changed, added, missing, no record of them), or
+    the registry sent us outside the artifact root: nothing is loaded, and fetching again gives the same answer."""
+
+    exit_code = 7
+
+
 # Verdicts: a retry gives the same answer, so the hook Jobs fail at once on them (podFailurePolicy).
 VERDICT_EXIT_CODES = (USAGE_EXIT_CODE, GateRejected.exit_code, TrainingFailed.exit_code, Superseded.exit_code,
-                      Gone.exit_code)  # fmt: skip
+                      Gone.exit_code, IntegrityError.exit_code)  # fmt: skip

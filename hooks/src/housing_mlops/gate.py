@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from . import registry
-from .errors import ConfigError, DataError, HousingError, NotFound
+from .errors import ConfigError, DataError, HousingError, IntegrityError, NotFound
+from .integrity import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _expected_sha(version, tag: str = HOLDOUT_SHA_TAG) -> str | None:
     sha = version.tags.get(tag)
     if sha is None and version.run_id:
@@ -213,7 +209,7 @@ def _download(version, artifact: str, what: str, expected: str, tmp: str) -> Pat
             f"version {version.version}: its {what} {artifact} (run {version.run_id}) cannot be "
             f"downloaded: {_one_line(exc)}"
         ) from exc
-    actual = _sha256(local)
+    actual = file_digest(local)
     if actual != expected:
         raise HousingError(
             f"version {version.version}: {what} {artifact} has sha256 {actual[:16]}…, its training "
@@ -273,17 +269,26 @@ def load_train_rows(version) -> np.ndarray | None:
 
 
 def score(name: str, version, holdout: _Holdout, metric: str) -> float:
-    """``metric`` of ``version``'s model on ``holdout`` (the model is loaded from the registry)."""
+    """``metric`` of ``version``'s model on ``holdout``. The model's files are checked against the sha256 its training
+    recorded before it is loaded (`fetch.verified_copy`): a changed file is an `IntegrityError` (exit 7), never
+    unpickled in the promotion hook."""
     import mlflow
 
-    try:
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        predicted = np.asarray(model.predict(holdout.x), dtype="float64").reshape(-1)
-    except Exception as exc:
-        raise HousingError(
-            f"version {version.version} of {name!r} cannot be re-scored on the held-out set of version "
-            f"{holdout.version}: {_one_line(exc)}"
-        ) from exc
+    from .fetch import verified_copy
+
+    with tempfile.TemporaryDirectory(prefix="housing-gate-model-") as tmp:
+        try:
+            local = verified_copy(name, version, Path(tmp) / "model")
+        except IntegrityError as exc:
+            raise IntegrityError(f"version {version.version} of {name!r} cannot be judged: {exc}") from None
+        try:
+            model = mlflow.pyfunc.load_model(str(local))
+            predicted = np.asarray(model.predict(holdout.x), dtype="float64").reshape(-1)
+        except Exception as exc:
+            raise HousingError(
+                f"version {version.version} of {name!r} cannot be re-scored on the held-out set of version "
+                f"{holdout.version}: {_one_line(exc)}"
+            ) from exc
     if predicted.shape != holdout.y.shape or not np.isfinite(predicted).all():
         raise HousingError(
             f"version {version.version} of {name!r} predicted {predicted.size} values (finite: "

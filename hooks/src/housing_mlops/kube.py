@@ -26,6 +26,9 @@ ISVC_API = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices/{n
 # Helm 3 and 4 keep each revision in a Secret of this name (the default `secret` storage driver), labelled
 # with its status: pending-install/-upgrade/-rollback while Helm works on it, then deployed/failed/superseded.
 HELM_RECORD = "sh.helm.release.v1.{name}.v{revision}"
+# The field manager the pin is written as (managedFields), so that `kubectl get -o yaml --show-managed-fields`
+# names its one writer beside Helm's (docs/chart.md, "Who writes which field").
+FIELD_MANAGER = "housing-mlops-reconciler"
 DEPLOYING = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
 
 
@@ -117,7 +120,9 @@ def pin(name: str, ns: str | None, version: str) -> None:
     ns = namespace(ns)
     what = f"pinning InferenceService {ns}/{name} to version {version}"
     patch = {"spec": {"predictor": {"annotations": {VERSION_ANNOTATION: str(version)}}}}
-    response = _call("PATCH", ISVC_API.format(ns=ns, name=name), what, patch)
+    response = _call(
+        "PATCH", f"{ISVC_API.format(ns=ns, name=name)}?fieldManager={FIELD_MANAGER}", what, patch
+    )
     if response.status_code == 404:
         raise NotFound(f"InferenceService {ns}/{name} not found")
     if not response.ok:

@@ -148,6 +148,11 @@ class LocalConfig:
         return f"s3://{self.data_bucket}/dvc"
 
     @property
+    def artifact_root(self) -> str:
+        """Where MLflow stores artifacts (`--default-artifact-root`): fetch-model loads models from under it only."""
+        return f"s3://{self.bucket}"
+
+    @property
     def env_file(self) -> Path:
         return self.state_dir / "env"
 
@@ -195,6 +200,7 @@ class LocalConfig:
             "AWS_SECRET_ACCESS_KEY": creds["s3_secret"],
             "AWS_DEFAULT_REGION": REGION,
             "HOUSING_DVC_REMOTE_URL": self.dvc_remote_url,
+            "HOUSING_ARTIFACT_ROOT": self.artifact_root,
         }
         if self.auth:
             env["MLFLOW_TRACKING_USERNAME"] = creds["mlflow_admin_username"]
@@ -851,7 +857,7 @@ def start_mlflow(cfg: LocalConfig, state: StackState, wait: bool = True) -> None
             "--backend-store-uri",
             cfg.backend_uri,
             "--default-artifact-root",
-            f"s3://{cfg.bucket}/",
+            f"{cfg.artifact_root}/",
             "--no-serve-artifacts",
             "--host",
             "127.0.0.1",

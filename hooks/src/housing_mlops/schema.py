@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .integrity import file_digest
 
 NUMERIC_FEATURES = [
     "longitude",
@@ -63,8 +63,7 @@ CANONICAL_REQUEST = v2_request([CANONICAL_ROW])
 
 
 def md5_of(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
+    return file_digest(path, "md5")
 
 
 def read_dataset(path: Path, *, with_target: bool = True) -> pd.DataFrame:

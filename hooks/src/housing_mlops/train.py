@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 import tempfile
@@ -15,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from . import data as data_mod
-from . import features, registry
+from . import features, integrity, registry
 from . import gate as gating
 from .errors import ConfigError, HousingError
+from .integrity import file_digest
 from .schema import CANONICAL_ROW, FEATURES, NUMERIC_FEATURES, TARGET, read_dataset
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def write_holdout(holdout: pd.DataFrame, folder: Path) -> tuple[Path, str]:
     """The held-out rows as Parquet (exact float64 values, NaN kept) and the sha256 of the file's bytes."""
     path = folder / Path(gating.HOLDOUT_PATH).name
     holdout.to_parquet(path, index=True)
-    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+    return path, file_digest(path)
 
 
 def write_train_rows(train_rows: pd.DataFrame, folder: Path) -> tuple[Path, str]:
@@ -94,7 +94,7 @@ def write_train_rows(train_rows: pd.DataFrame, folder: Path) -> tuple[Path, str]
     version is the champion scored on a newer candidate's held-out set."""
     path = folder / Path(gating.TRAIN_ROWS_PATH).name
     np.save(path, np.sort(gating.row_hashes(train_rows)), allow_pickle=False)
-    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+    return path, file_digest(path)
 
 
 def export_kwargs(model, x_train: pd.DataFrame) -> dict:
@@ -279,9 +279,28 @@ def _train(
             mlflow.log_artifact(str(holdout_file), artifact_path=str(Path(gating.HOLDOUT_PATH).parent))
             mlflow.log_artifact(str(train_rows_file), artifact_path=str(Path(gating.TRAIN_ROWS_PATH).parent))
             logged = mlflow.sklearn.log_model(model, name="model", **export_kwargs(model, x_train))
-        version = _register(model_name, logged, run.info.run_id, tags, metrics)
+            files = model_manifest(logged, scratch / "logged-model")
+            # on the run too: a version a person registers from this run or its logged model (MLflow's UI or REST
+            # API; MLflow fills in the run id) has none of our version tags, and fetch-model falls back to the run's
+            mlflow.set_tag(integrity.MANIFEST_TAG, files)
+        version = _register(
+            model_name, logged, run.info.run_id, {**tags, integrity.MANIFEST_TAG: files}, metrics
+        )
     log.info("run %s registered as %s version %s", run.info.run_id, model_name, version)
     return TrainResult(run.info.run_id, version, metrics, pulled.synthetic)
+
+
+def model_manifest(logged, into: Path) -> str:
+    """The `integrity.MANIFEST_TAG` value of the model just logged: the sha256 of every file of its artifact folder,
+    read back from the artifact store (MLflow saves the model in a temporary folder it deletes once uploaded)."""
+    import mlflow
+
+    uri = registry.client().get_logged_model(logged.model_id).artifact_location
+    into.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+    files = integrity.manifest(local)
+    log.info("model files recorded (%s): %s", integrity.MANIFEST_TAG, ", ".join(sorted(files)))
+    return integrity.encode(files)
 
 
 def _register(name: str, logged, run_id: str, tags: dict[str, str], metrics: dict[str, float]) -> str:

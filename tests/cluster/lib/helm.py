@@ -3,6 +3,7 @@ from `helm history` and `helm get hooks`, never computed by counting)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -113,6 +114,12 @@ class Release:
 
     def last_revision(self) -> Revision:
         return max(self.history(), key=lambda r: r.revision)
+
+    def install_key(self) -> str:
+        """Which install of the release this is, as the hooks key their records: sha256 of Helm's
+        info.first_deployed (one value per `helm install`), first 12 hex digits."""
+        out = self.helm.run("status", self.name, *self._ns(), "-o", "json", echo=False).check().stdout
+        return hashlib.sha256(str(json.loads(out)["info"]["first_deployed"]).encode()).hexdigest()[:12]
 
     def exists(self) -> bool:
         return self.helm.run("status", self.name, *self._ns(), echo=False).ok

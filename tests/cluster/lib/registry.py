@@ -71,13 +71,38 @@ class Registry:
         answer = self._call("GET", "registered-models/get", params={"name": self.model})
         return {t["key"]: t["value"] for t in answer["registered_model"].get("tags", [])}
 
-    def served_record(self, namespace: str, release: str, revision: int) -> int | None:
-        """What the promotion hook of ``revision`` recorded serving (lifecycle.record, keyed per install: the
-        release has one install here, so the one matching key)."""
+    def served_record(
+        self, namespace: str, release: str, revision: int, install: str | None = None
+    ) -> int | None:
+        """What the promotion hook of ``revision`` recorded serving (lifecycle.record, keyed per install: of
+        ``install``, else of the one install that recorded that revision)."""
         prefix, suffix = f"release.{namespace}.{release}.", f".served.{revision}"
-        found = [int(v) for k, v in self.tags().items() if k.startswith(prefix) and k.endswith(suffix)]
+        found = {
+            k: int(v)
+            for k, v in self.tags().items()
+            if k.startswith(prefix)
+            and k.endswith(suffix)
+            and (install is None or k == f"{prefix}{install}{suffix}")
+        }
         assert len(found) <= 1, f"more than one install recorded revision {revision}: {found}"
-        return found[0] if found else None
+        return next(iter(found.values()), None)
+
+    def register_copy(self, version: int) -> int:
+        """Register ``version``'s model once more as a new version, as a person does from MLflow's UI (the same
+        run and artifacts, none of our jobs' tags). Returns the new version."""
+        got = self._call("GET", "model-versions/get", params={"name": self.model, "version": str(version)})[
+            "model_version"
+        ]
+        body = {"name": self.model, "source": got["source"], "run_id": got.get("run_id", "")}
+        # MLflow 3: a version of a logged model (source models:/<model id>) must name that model
+        model_id = got.get("model_id") or (
+            got["source"].removeprefix("models:/").split("/")[0]
+            if got["source"].startswith("models:/")
+            else ""
+        )
+        if model_id:
+            body["model_id"] = model_id
+        return int(self._call("POST", "model-versions/create", json=body)["model_version"]["version"])
 
     def delete_version(self, version: int) -> None:
         self._call("DELETE", "model-versions/delete", json={"name": self.model, "version": str(version)})
