@@ -200,7 +200,10 @@ class State:
         future = asyncio.get_running_loop().run_in_executor(self.pool, work, *args)
         try:
             return await asyncio.wait_for(future, self.settings.timeout_seconds)
-        except TimeoutError:
+        except (TimeoutError, RequestError) as exc:
+            # the wait ran out, or the work gave up first at its deadline: the same answer either way
+            if isinstance(exc, RequestError) and exc.status != 504:
+                raise
             raise RequestError(
                 f"no answer within {self.settings.timeout_seconds:g}s (the server's request timeout); "
                 "send fewer rows",
