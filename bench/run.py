@@ -1,5 +1,11 @@
-"""`make bench`: serving latency/throughput (stock vs ours vs the in-process floor), time to first prediction,
-model quality. Writes bench/results/latest.json, report.md and bench.png.
+"""`make bench`: serving latency/throughput (ours vs the previous runtime, KServe's own server, the original
+recipe and the in-process floor), time to first prediction, model quality. Writes bench/results/latest.json,
+report.md and bench.png.
+
+The MLServer contenders (`stock`, `legacy`) need MLServer, which the project's venv no longer holds (its starlette
+pin conflicts with kserve's): they run under $HOUSING_BENCH_LEGACY_PYTHON, a venv with mlserver and
+mlserver-mlflow (bench/legacy_mlserver/__init__.py says how to make one), and are skipped, saying so in the
+report, without it.
 
 Everything runs side by side in one run on this machine: all servers are up at the same time and measured in
 interleaved rounds, so a load change on this shared machine hits both alike. Servers listen on 127.0.0.1 only;
@@ -48,21 +54,29 @@ log = logging.getLogger("bench")
 # Servers measured side by side: name -> what differs from `ours` (the runtime and settings the chart ships).
 CONTENDERS = {
     "stock": "the original pyfunc PythonModel (pandas preprocessing + HGB 200/0.1/8) on MLServer defaults",
-    "ours": "our model, runtime (housing_mlops.runtime), `housing_mlops.serve` settings and entrypoint "
-    "(`python -m housing_mlops.server`: the V2Rest infer route), as the chart ships them",
-    "ours_fastapi": "ours behind MLServer's own FastAPI infer route (`mlserver start`, the previous entrypoint)",
-    "ours_w2": "ours with `MLSERVER_PARALLEL_WORKERS=2` (inference in two worker processes)",
-    "ours_mlflow_rt": "our model on MLServer's stock MLflow runtime with one worker process (the previous setting)",
+    "legacy": "our model on the previous runtime: MLServer 1.7 + our V2Rest path and runtime "
+    "(bench/legacy_mlserver), `MLSERVER_PARALLEL_WORKERS=0`",
+    "ours": "our model, runtime and server (`python -m housing_mlops.server`: the KServe SDK with our REST path, "
+    "request limits and inference threads), the settings the chart ships",
+    "ours_kserve": "the same model and runtime in `kserve.ModelServer` as it comes (FastAPI REST; "
+    "`python -m housing_mlops.server --stock`)",
 }
-# Contenders started with plain `mlserver start` (the others: `python -m housing_mlops.server`).
-MLSERVER_START = {"stock", "ours_fastapi", "ours_mlflow_rt"}
-VARIANTS = {
-    "ours_w2": {"MLSERVER_PARALLEL_WORKERS": "2"},
-    "ours_mlflow_rt": {
-        "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_mlflow.MLflowRuntime",
-        "MLSERVER_PARALLEL_WORKERS": "1",
-    },
-}
+# Contenders that need MLServer ($HOUSING_BENCH_LEGACY_PYTHON).
+MLSERVER = {"stock", "legacy"}
+LEGACY_PYTHON_ENV = "HOUSING_BENCH_LEGACY_PYTHON"
+
+
+def legacy_python() -> tuple[str | None, str]:
+    """(the interpreter that has MLServer, "") or (None, why the MLServer contenders are skipped)."""
+    python = os.environ.get(LEGACY_PYTHON_ENV, "")
+    if not python:
+        return None, f"skipped: no MLServer in this venv and ${LEGACY_PYTHON_ENV} is not set"
+    check = subprocess.run(
+        [python, "-c", "import mlserver, mlserver_mlflow"], capture_output=True, check=False
+    )
+    if check.returncode != 0:
+        return None, f"skipped: ${LEGACY_PYTHON_ENV}={python} cannot import mlserver and mlserver_mlflow"
+    return python, ""
 
 
 # --- data and models ---------------------------------------------------------------------------------------
@@ -122,7 +136,7 @@ def build_models(frame: pd.DataFrame, workdir: Path) -> tuple[dict, dict[str, Pa
     )
     mlflow.sklearn.save_model(ours, dirs["ours"], **export_kwargs(ours, x_train))
     for name in CONTENDERS:
-        if name.startswith("ours_"):
+        if name not in ("stock", "ours"):
             shutil.copytree(dirs["ours"], dirs[name])
     return {"seed": seed_metrics, "ours": ours_m}, dirs, ours, x_test
 
@@ -145,13 +159,12 @@ class Server:
     proc: subprocess.Popen | None = None
     startup_s: float = 0.0
 
+    argv: list[str] = field(default_factory=list)
+
     def start(self) -> None:
-        logfile = (self.model_dir.parent / "mlserver.log").open("wb")
+        logfile = (self.model_dir.parent / "server.log").open("wb")
         self.started = time.perf_counter()
-        if self.name in MLSERVER_START:
-            argv = [str(Path(sys.executable).with_name("mlserver")), "start", str(self.model_dir)]
-        else:
-            argv = [sys.executable, "-m", "housing_mlops.server", str(self.model_dir)]
+        argv = [*self.argv, str(self.model_dir)]
         self.proc = subprocess.Popen(
             argv,
             env=self.env,
@@ -179,8 +192,8 @@ class Server:
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        tail = (self.model_dir.parent / "mlserver.log").read_text(errors="replace").splitlines()[-25:]
-        log.error("%s: MLServer not ready (exit %s):\n%s", self.name, self.proc.poll(), "\n".join(tail))
+        tail = (self.model_dir.parent / "server.log").read_text(errors="replace").splitlines()[-25:]
+        log.error("%s: not ready (exit %s):\n%s", self.name, self.proc.poll(), "\n".join(tail))
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -194,25 +207,37 @@ class Server:
 
 
 def base_env() -> dict[str, str]:
-    """This process' environment without any MLServer/thread tuning, so 'stock' really is MLServer's defaults."""
+    """This process' environment without any server/thread tuning, so 'stock' really is MLServer's defaults."""
     from housing_mlops.serve import TUNING
 
     drop = set(TUNING) | {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
-    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MLSERVER_")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in drop and not k.startswith(("MLSERVER_", "HOUSING_SERVE_"))
+    }
 
 
-def make_servers(dirs: dict[str, Path]) -> list[Server]:
+def make_servers(dirs: dict[str, Path], legacy: str | None) -> list[Server]:
+    from housing_mlops.limits import Settings
     from housing_mlops.serve import serving_env
 
     servers = []
     for name, model_dir in dirs.items():
+        if name in MLSERVER and legacy is None:
+            continue
         http, grpc, metrics_port = free_port(), free_port(), free_port()
-        if name.startswith("ours"):
-            # Exactly what `housing-mlops serve` (and the chart) sets: KServe's variables plus our tuning.
-            env = {**base_env(), **serving_env(model_dir, MODEL_NAME, http, grpc, metrics_port)}
-            env.update(VARIANTS.get(name, {}))
+        settings = Settings(model_dir, http_port=http, grpc_port=grpc, metrics_port=metrics_port)
+        if name == "ours":
+            # Exactly what `housing-mlops serve` (and the chart) sets, on loopback.
+            env = {**base_env(), **serving_env(settings.to_env())}
+            argv = [sys.executable, "-m", "housing_mlops.server"]
+        elif name == "ours_kserve":
+            env = {**base_env(), **serving_env(settings.to_env())}
+            argv = [sys.executable, "-m", "housing_mlops.server", "--stock"]
         else:
-            # KServe's variables only (ports and loopback host so the benchmark stays on this machine).
+            # KServe's variables for its MLServer runtime (ports and loopback host so the benchmark stays on
+            # this machine); `legacy` adds what the previous chart set.
             env = {
                 **base_env(),
                 "MLSERVER_MODEL_NAME": MODEL_NAME,
@@ -225,7 +250,22 @@ def make_servers(dirs: dict[str, Path]) -> list[Server]:
                 "MLSERVER_HOST": "127.0.0.1",
                 "MLSERVER_METRICS_DIR": str(model_dir.parent / ".metrics"),
             }
-        servers.append(Server(name, model_dir, env, http))
+            argv = [str(Path(legacy).with_name("mlserver")), "start"]
+            if name == "legacy":
+                env.update(
+                    {
+                        "MLSERVER_MODEL_IMPLEMENTATION": "legacy_mlserver.runtime.HousingRuntime",
+                        "MLSERVER_PARALLEL_WORKERS": "0",
+                        "MLSERVER_DEBUG": "false",
+                        "OMP_NUM_THREADS": "1",
+                        "OPENBLAS_NUM_THREADS": "1",
+                        "MKL_NUM_THREADS": "1",
+                        # the old package beside housing_mlops (whose features the pickled model needs)
+                        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "hooks" / "src")]),
+                    }
+                )
+                argv = [legacy, "-m", "legacy_mlserver.server"]
+        servers.append(Server(name, model_dir, env, http, argv=argv))
     return servers
 
 
@@ -329,7 +369,8 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
     single = json.dumps(CANONICAL_REQUEST).encode()
     rows = x_test.dropna().head(100)
     batch_body = json.dumps(v2_request(rows.to_dict(orient="records"))).encode()
-    servers = make_servers(dirs)
+    legacy, skipped = legacy_python()
+    servers = make_servers(dirs, legacy)
     series: dict[str, dict[str, Series]] = {
         s.name: {"c1": Series(), "c8": Series(), "batch": Series()} for s in servers
     }
@@ -343,7 +384,7 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
             t.join()
         for server in servers:
             if not server.startup_s:
-                raise RuntimeError(f"{server.name}: MLServer did not become ready (see bench/.work/)")
+                raise RuntimeError(f"{server.name}: the server did not become ready (see bench/.work/)")
         for server in servers:  # warm-up, not measured
             load(server.port, single, 100, 1)
             load(server.port, batch_body, 10, 1)
@@ -364,6 +405,7 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
     row = pd.DataFrame([CANONICAL_ROW]).astype({c: "float64" for c in NUMERIC_FEATURES})
     floor_summary, floor_times = floor(ours_model, row, rows, n)
     out: dict = {"requests_per_series": n, "rounds": rounds, "batch_rows": len(rows), "binary": big}
+    out["skipped"] = {name: skipped for name in MLSERVER if legacy is None}
     raw: dict[str, list[float]] = {"floor.c1": floor_times}
     for server in servers:
         s = series[server.name]
@@ -379,29 +421,27 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
         raw[f"{server.name}.c1"] = s["c1"].latencies
         raw[f"{server.name}.c8"] = s["c8"].latencies
     out["floor"] = floor_summary
-    ours, stock = out["ours"], out["stock"]
-    out["ratios"] = {
-        "stock_over_ours_p50": round(stock["p50_ms"] / ours["p50_ms"], 2),
-        "stock_over_ours_p99": round(stock["p99_ms"] / ours["p99_ms"], 2),
-        "stock_over_ours_c8_p50": round(stock["c8"]["p50_ms"] / ours["c8"]["p50_ms"], 2),
-        "ours_over_stock_throughput_c8": round(
-            ours["c8"]["throughput_rps"] / stock["c8"]["throughput_rps"], 2
-        ),
-        "ours_over_stock_batch_rows_per_s": round(ours["batch_rows_per_s"] / stock["batch_rows_per_s"], 2),
-        "ours_over_floor_p50": round(ours["p50_ms"] / floor_summary["p50_ms"], 1),
-        "ours_mlflow_rt_over_ours_p50": round(out["ours_mlflow_rt"]["p50_ms"] / ours["p50_ms"], 2),
-        "ours_fastapi_over_ours_p50": round(out["ours_fastapi"]["p50_ms"] / ours["p50_ms"], 2),
-        "ours_over_ours_fastapi_throughput_c8": round(
-            ours["c8"]["throughput_rps"] / out["ours_fastapi"]["c8"]["throughput_rps"], 2
-        ),
-        "ours_over_ours_fastapi_batch_rows_per_s": round(
-            ours["batch_rows_per_s"] / out["ours_fastapi"]["batch_rows_per_s"], 2
-        ),
-        "ours_over_ours_w2_throughput_c8": round(
-            ours["c8"]["throughput_rps"] / out["ours_w2"]["c8"]["throughput_rps"], 2
-        ),
-    }
+    out["ratios"] = ratios(out)
     return out, raw
+
+
+def ratios(out: dict) -> dict[str, float]:
+    """Ours against each contender that ran (issue 22's "no slower": against `legacy`, the previous runtime)."""
+    ours = out["ours"]
+    r = {"ours_over_floor_p50": round(ours["p50_ms"] / out["floor"]["p50_ms"], 1)}
+    for name in ("legacy", "stock", "ours_kserve"):
+        if name not in out:
+            continue
+        other = out[name]
+        r[f"ours_over_{name}_p50"] = round(ours["p50_ms"] / other["p50_ms"], 2)
+        r[f"ours_over_{name}_p99"] = round(ours["p99_ms"] / other["p99_ms"], 2)
+        r[f"ours_over_{name}_throughput_c8"] = round(
+            ours["c8"]["throughput_rps"] / other["c8"]["throughput_rps"], 2
+        )
+        r[f"ours_over_{name}_batch_rows_per_s"] = round(
+            ours["batch_rows_per_s"] / other["batch_rows_per_s"], 2
+        )
+    return r
 
 
 def binary_body(frame: pd.DataFrame, binary_output: bool) -> tuple[bytes, dict[str, str]]:
@@ -552,10 +592,7 @@ def machine() -> dict:
         "loadavg": [round(x, 2) for x in os.getloadavg()],
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "threadpools": sorted({f"{p['internal_api']}:{p.get('architecture')}" for p in threadpool_info()}),
-        "versions": {
-            p: pkg_version(p)
-            for p in ("mlserver", "mlserver-mlflow", "mlflow", "scikit-learn", "numpy", "pandas")
-        },
+        "versions": {p: pkg_version(p) for p in ("kserve", "mlflow", "scikit-learn", "numpy", "pandas")},
     }
 
 
@@ -569,9 +606,8 @@ def plot(raw: dict[str, list[float]], results: dict, path: Path) -> None:
     colors = {
         "stock": "tab:red",
         "ours": "tab:green",
-        "ours_fastapi": "tab:olive",
-        "ours_w2": "tab:blue",
-        "ours_mlflow_rt": "tab:orange",
+        "legacy": "tab:blue",
+        "ours_kserve": "tab:orange",
         "floor": "tab:gray",
     }
     for ax, conc in zip(axes[:2], ("c1", "c8"), strict=True):
@@ -628,7 +664,11 @@ def report(results: dict) -> str:
     ours, fl, r = s["ours"], s["floor"], s["ratios"]
     ttfp = d.get("time_to_first_prediction_s")
     rttfp = d.get("restart", {}).get("time_to_first_prediction_s")
-    speedup = min(r["stock_over_ours_p50"], r["stock_over_ours_p99"])
+    speedup = (
+        min(s["stock"]["p50_ms"] / ours["p50_ms"], s["stock"]["p99_ms"] / ours["p99_ms"])
+        if "stock" in s
+        else None
+    )
     goals = [
         ("single-row p50, c=1", f"{ours['p50_ms']:.2f} ms", "≤ 1.8 ms", ours["p50_ms"] <= GOALS["p50_ms"]),
         (
@@ -651,9 +691,33 @@ def report(results: dict) -> str:
         ),
         (
             "stock/ours (p50, p99 at c=1)",
-            f"{r['stock_over_ours_p50']}×, {r['stock_over_ours_p99']}×",
+            f"{speedup:.2f}×" if speedup else "stock " + s["skipped"].get("stock", "not run"),
             "≥ 3×",
-            speedup >= GOALS["speedup_vs_stock"],
+            None if speedup is None else speedup >= GOALS["speedup_vs_stock"],
+        ),
+        *(
+            [
+                (
+                    "ours/legacy p50, c=1",
+                    f"{r['ours_over_legacy_p50']}×",
+                    "≤ 1.05×",
+                    r["ours_over_legacy_p50"] <= 1.05,
+                ),
+                (
+                    "ours/legacy throughput, c=8",
+                    f"{r['ours_over_legacy_throughput_c8']}×",
+                    "≥ 0.95×",
+                    r["ours_over_legacy_throughput_c8"] >= 0.95,
+                ),
+                (
+                    "ours/legacy batch-100 rows/s",
+                    f"{r['ours_over_legacy_batch_rows_per_s']}×",
+                    "≥ 0.95×",
+                    r["ours_over_legacy_batch_rows_per_s"] >= 0.95,
+                ),
+            ]
+            if "ours_over_legacy_p50" in r
+            else [("ours/legacy (issue 22)", "legacy " + s["skipped"].get("legacy", "not run"), "", None)]
         ),
         (
             "time to first prediction, fresh state",
@@ -692,9 +756,9 @@ def report(results: dict) -> str:
         f"At concurrency 8 the latency is mostly queueing: with 8 requests always in flight, the mean latency is "
         f"8 / throughput (Little's law) = {8000 / ours['c8']['throughput_rps']:.1f} ms at ours' "
         f"{ours['c8']['throughput_rps']:.0f} req/s, and the 8 client threads run on the same 2 cores as the "
-        "server. Two worker processes (ours_w2) do worse on 2 cores, so the chart scales with replicas.",
+        "server; the chart scales with replicas.",
         "",
-        "## Serving (MLServer V2 over HTTP on 127.0.0.1)",
+        "## Serving (V2 over HTTP on 127.0.0.1)",
         "",
         f"{s['requests_per_series']} single-row requests per contender and concurrency after warm-up, in "
         f"{s['rounds']} interleaved rounds; batch = {s['batch_rows']} rows per request. "
@@ -705,6 +769,9 @@ def report(results: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in CONTENDERS:
+        if name not in s:
+            lines.append(f"| {name} | {s['skipped'].get(name, 'not run')} | | | | | | | |")
+            continue
         x = s[name]
         lines.append(
             f"| {name} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['c8']['p50_ms']:.2f} | "

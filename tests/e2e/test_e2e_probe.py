@@ -225,6 +225,9 @@ model_infer_request_success_total { model = "other" , code="200" } 3 17000000000
 model_infer_request_success_created{model="housing"} 1.7e+09
 # TYPE model_infer_request_failure_total counter
 model_infer_request_failure_total{model="housing"} 0
+# TYPE housing_inference_rows_total counter
+housing_inference_rows_total{model="housing",version="3"} 40
+housing_inference_rows_total{model="housing",version="4"} 2
 # a comment line
 http_requests{code="200"} 7
 process_start_time_seconds 1.7e9
@@ -331,7 +334,7 @@ def test_metrics_default_counter(tmp_path: Path, server: _Server) -> None:
     assert result == {
         "check": "metrics",
         "url": _url(server, "/metrics"),
-        "counters": {"model_infer_request_success_total": 1005.0},
+        "counters": {"housing_inference_rows_total": 42.0},
         "detail": "all counters > 0",
     }
 
@@ -348,7 +351,7 @@ def test_metrics_unreadable(tmp_path: Path, server: _Server, bound: socket.socke
     for url in (_url(server, "/nope"), f"http://127.0.0.1:{_port(bound)}/metrics"):
         code, result = run(tmp_path, "metrics", url)
         assert code == 3
-        assert result["counters"] == {"model_infer_request_success_total": None}
+        assert result["counters"] == {"housing_inference_rows_total": None}
         assert result["detail"].startswith(f"cannot read {url}")
 
 

@@ -3,7 +3,7 @@
 # way the chart runs it in a cluster:
 #   PostgreSQL + S3-compatible server (test-services image) -> mlflow image (`db upgrade`, then the server,
 #   PostgreSQL backend, S3 artifacts, --no-serve-artifacts) -> jobs image: data push, train, promote,
-#   fetch-model mlflow://housing-model@production -> serving image (MLServer, KServe-style) on the fetched
+#   fetch-model mlflow://housing-model@production -> serving image (housing_mlops.server, KServe-style) on the fetched
 #   model -> jobs image: `infer` answers a price.
 # Every container runs as the image's non-root user with a read-only root filesystem, a tmpfs /tmp, all
 # capabilities dropped and no-new-privileges (what the chart's pods get). Everything this run creates carries

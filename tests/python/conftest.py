@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,47 +129,48 @@ def champion(stack: local.LocalConfig, dvc_repo: Path, pushed: str) -> str:
 
 @dataclass(frozen=True)
 class Serving:
-    """Where the served model answers: REST base URL, gRPC and metrics ports, and the model folder."""
+    """Where the served model answers: REST base URL, gRPC and metrics ports, the model folder, the server's pid."""
 
     url: str
     grpc_port: int
     metrics_port: int
     model_dir: Path
+    pid: int
+
+
+@contextmanager
+def model_server(
+    model_dir: Path, log: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[Serving]:
+    """`housing-mlops serve MODEL_DIR OPTIONS` (as KServe starts the server) on free loopback ports, until the
+    model answers ready; stopped (TERM to its process group) on exit."""
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "housing_mlops.cli", "serve", str(model_dir), "--http-port", str(port),
+         "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, "housing-model", 240)
+        yield Serving(url, grpc_port, metrics_port, model_dir, proc.pid)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
 
 
 @pytest.fixture(scope="session")
 def serving(
     stack: local.LocalConfig, champion: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Serving]:
-    """MLServer (started as KServe starts it) on the fetched @production model."""
+    """The model server (started as KServe starts it, default settings) on the fetched @production model."""
     model_dir = tmp_path_factory.mktemp("serving") / "model"
     assert cli_main(["fetch-model", "mlflow://housing-model@production", str(model_dir)]) == 0
-    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "housing_mlops.cli",
-            "serve",
-            str(model_dir),
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            str(grpc_port),
-            "--metrics-port",
-            str(metrics_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(stack.state_dir / "mlserver.log").open("w"),
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, "housing-model", 240)
-        yield Serving(url, grpc_port, metrics_port, model_dir)
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+    with model_server(model_dir, stack.state_dir / "model-server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -126,7 +126,7 @@ class FakeCluster:
         """An InferenceService as the chart renders it in alias mode (storageUri ``uri``: the constant
         mlflow://<MLflow>/<model>/pinned; no version annotation), or pinned (the reconciler wrote ``version``)."""
         predictor: dict[str, Any] = {
-            "model": {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver"}
+            "model": {"modelFormat": {"name": "mlflow"}, "runtime": "housing-serving"}
         }
         if uri is not None:
             predictor["model"]["storageUri"] = uri

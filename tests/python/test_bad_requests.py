@@ -1,9 +1,10 @@
-"""Bad V2 requests against the served model (MLServer started as KServe starts it, with our runtime): each gets
+"""Bad V2 requests against the served model (housing_mlops.server started as KServe starts it): each gets
 an error status and a message, never a crash or a stack trace, and the server answers the canonical request
 exactly as before afterwards (50 bad requests in a row, then the good one).
 
 Each case pins today's status, so that a change is a decision (docs/security.md, "Bad input"):
-- refused by MLServer's request parsing: 4xx (422 from its pydantic/JSON layer), e.g. NaN/Infinity tokens;
+- refused by the server's request parsing: 400 (not JSON, not a V2 request), e.g. NaN/Infinity tokens (JSON has
+  neither; in binary tensors and gRPC they are refused by the runtime: test_limits.py);
 - refused by the model's signature inside the runtime (housing_mlops.runtime): 400 with a V2 JSON error naming
   the input and the problem (missing input, wrong datatype, shape and data that disagree, unequal lengths);
 - refused by the model: a category it was not trained on (400 naming the value and the allowed set: the

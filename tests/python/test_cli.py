@@ -228,7 +228,21 @@ BAD_ENV = [
     ),
     (["data", "push"], {"HOUSING_CSV": "{tmp}", "HOUSING_DVC_REPO": "{repo}"}, "dataset not found: {tmp}"),
     (["data", "push"], {"HOUSING_DVC_REPO": "{tmp}"}, "{tmp} is not a DVC repository"),
-    (["serve", "{tmp}"], {"MLSERVER_HTTP_PORT": "http"}, "MLSERVER_HTTP_PORT (for '--http-port'): 'http'"),
+    (
+        ["serve", "{tmp}"],
+        {"HOUSING_SERVE_HTTP_PORT": "http"},
+        "HOUSING_SERVE_HTTP_PORT (for '--http-port'): 'http'",
+    ),
+    (
+        ["serve", "{tmp}"],
+        {"HOUSING_SERVE_MAX_BODY_BYTES": "0"},
+        "HOUSING_SERVE_MAX_BODY_BYTES (for '--max-body-bytes'): 0 is not in the range x>=1",
+    ),
+    (
+        ["serve", "{tmp}"],
+        {"HOUSING_SERVE_TIMEOUT_SECONDS": "0"},
+        "HOUSING_SERVE_TIMEOUT_SECONDS (for '--timeout'): 0.0 is not in the range x>0",
+    ),
     (
         ["serve", "{tmp}"],
         {"HOUSING_SERVE_LOAD_LATER": "x"},

@@ -57,13 +57,13 @@ def test_demo_fresh_then_restarted(tmp_path: Path, tmp_path_factory: pytest.Temp
             # it announces gRPC and metrics beside REST, and the metrics endpoint answers
             assert f"V2 gRPC:    127.0.0.1:{serve_port + 1}" in result.stdout
             metrics = requests.get(f"http://127.0.0.1:{serve_port + 2}/metrics", timeout=30)
-            assert metrics.status_code == 200 and "model_infer_request_success_total" in metrics.text
+            assert metrics.status_code == 200 and "housing_inference_requests_total" in metrics.text
             creds = json.loads((state / "credentials.json").read_text())
             secrets = [v for k, v in creds.items() if k != "mlflow_admin_username"]
             assert not [s for s in secrets if s in result.stdout + result.stderr]  # printed nowhere
             print(f"demo {run}: {timings['time_to_first_prediction_s']} s {timings['stages']}")
             if run == "fresh":
-                assert set(local.down(cfg)) == {"mlserver", "mlflow", "s3", "postgresql"}
+                assert set(local.down(cfg)) == {local.SERVER, "mlflow", "s3", "postgresql"}
         # the second run trained version 2 and the gate judged it against version 1
         assert timings["gate"] in ("ok", "rejected")
     finally:

@@ -57,7 +57,7 @@ def test_pin_is_one_merge_patch_of_the_annotation_only_and_pinned_reads_it_back(
     assert kube.pinned("housing-model", "serving") == kube.Pin("7", RENDERED)
     # a merge patch: what the chart rendered stays
     model = api.isvc("housing-model", "serving")["spec"]["predictor"]["model"]
-    assert model == {"modelFormat": {"name": "mlflow"}, "runtime": "housing-mlserver", "storageUri": RENDERED}
+    assert model == {"modelFormat": {"name": "mlflow"}, "runtime": "housing-serving", "storageUri": RENDERED}
 
     kube.pin("housing-model", "serving", "8")
     assert kube.pinned("housing-model", "serving") == kube.Pin("8", RENDERED)

@@ -1,4 +1,4 @@
-"""fetch-model, MLServer V2 serving (started as KServe starts it), infer and predict-batch."""
+"""fetch-model, V2 serving (the model server started as KServe starts it), infer and predict-batch."""
 
 from __future__ import annotations
 

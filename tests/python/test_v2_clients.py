@@ -1,4 +1,4 @@
-"""Every V2 client with its defaults against the served model (MLServer as KServe starts it, housing_mlops.server):
+"""Every V2 client with its defaults against the served model (housing_mlops.server, as KServe starts it):
 tritonclient HTTP (binary tensors, its default), HTTP JSON, gRPC; malformed binary bodies; metrics.
 
 Each answer is checked against the plain-JSON answer for the same rows (same prices, bit for bit), and each bad
@@ -204,7 +204,7 @@ def test_bad_requests_get_clear_errors_then_the_same_client_is_served(
 
 
 def test_grpc_with_tritonclient(serving: Serving, served: str) -> None:
-    """tritonclient.grpc in its own process (its protobuf names clash with mlserver's in this one)."""
+    """tritonclient.grpc in its own process (its protobuf names clash with kserve's in this one)."""
     here = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
@@ -231,21 +231,37 @@ def test_grpc_with_tritonclient(serving: Serving, served: str) -> None:
     assert result["again"]["prices"] == canonical
 
 
-def test_metrics_count_the_inference_requests(serving: Serving, served: str) -> None:
-    """MLServer's Prometheus endpoint: REST requests by route and status, and per-model counters."""
+def test_metrics_count_requests_latency_and_predicted_values(serving: Serving, served: str) -> None:
+    """The Prometheus endpoint: requests by model, protocol and status, their latency, and the predicted values
+    per model version (what a canary analysis compares between two versions)."""
 
-    def count(text: str, prefix: str) -> float:
+    def value(text: str, prefix: str) -> float:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
     metrics = f"http://127.0.0.1:{serving.metrics_port}/metrics"
-    route = 'rest_server_requests_total{app_name="mlserver",method="POST",path="/v2/models/{model_name}/infer",status_code="200"}'
+    ok = f'housing_inference_requests_total{{code="200",model="{MODEL}",protocol="rest"}}'
+    bad = f'housing_inference_requests_total{{code="400",model="{MODEL}",protocol="rest"}}'
+    latency = f'housing_inference_request_seconds_count{{model="{MODEL}",protocol="rest"}}'
     before = requests.get(metrics, timeout=30).text
-    for _ in range(3):
-        json_prices(served, [CANONICAL_ROW])
+    version = requests.get(f"{served}/v2/models/{MODEL}", timeout=30).json()["versions"][0]
+    predicted = f'housing_predicted_value_count{{model="{MODEL}",version="{version}"}}'
+    price = json_prices(served, [CANONICAL_ROW])[0]
+    json_prices(served, rows(4))
+    requests.post(f"{served}{INFER}", json={"inputs": []}, timeout=30)
     after = requests.get(metrics, timeout=30).text
-    assert count(after, route) - count(before, route) == 3
-    success = f'model_infer_request_success_total{{model="{MODEL}"'
-    assert count(after, success) - count(before, success) == 3
+    assert value(after, ok) - value(before, ok) == 2
+    assert value(after, bad) - value(before, bad) == 1
+    assert value(after, latency) - value(before, latency) == 3
+    assert value(after, predicted) - value(before, predicted) == 5  # rows, not requests
+    # the canonical price counted in its bucket: le="<first bound above it>"
+    bounds = sorted(
+        float(line.split('le="')[1].split('"')[0])
+        for line in after.splitlines()
+        if line.startswith("housing_predicted_value_bucket") and 'le="+Inf"' not in line
+    )
+    first = next(b for b in bounds if price <= b)
+    bucket = f'housing_predicted_value_bucket{{le="{first}",model="{MODEL}",version="{version}"}}'
+    assert value(after, bucket) - value(before, bucket) >= 1
 
 
 def test_infer_checks_grpc_like_helm_test_does(serving: Serving) -> None:

@@ -1,4 +1,4 @@
-"""tritonclient's gRPC client against a served model, as a separate process: tritonclient.grpc and mlserver
+"""tritonclient's gRPC client against a served model, as a separate process: tritonclient.grpc and kserve
 register the same protobuf names (`inference.ServerLiveRequest`), so they cannot share the pytest process.
 
 Usage: python v2_grpc_client.py HOST:PORT MODEL  → one JSON object on stdout, a result per scenario.

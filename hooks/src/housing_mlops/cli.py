@@ -672,29 +672,98 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=Path, file_okay=False))
-@model_option
-@click.option("--http-port", envvar="MLSERVER_HTTP_PORT", type=int, default=8080)
-@click.option("--grpc-port", envvar="MLSERVER_GRPC_PORT", type=int, default=8081)
-@click.option("--metrics-port", envvar="MLSERVER_METRICS_PORT", type=int, default=8082)
+@click.option(
+    "--model-name",
+    envvar="HOUSING_SERVE_MODEL_NAME",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="The V2 model name it answers to (the chart: the InferenceService's name).",
+)
+@click.option(
+    "--host",
+    envvar="HOUSING_SERVE_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (the chart's runtime: 0.0.0.0).",
+)
+@click.option("--http-port", envvar="HOUSING_SERVE_HTTP_PORT", type=int, default=8080, show_default=True)
+@click.option(
+    "--grpc-port",
+    envvar="HOUSING_SERVE_GRPC_PORT",
+    type=int,
+    default=8081,
+    show_default=True,
+    help="V2 gRPC; 0: off.",
+)
+@click.option(
+    "--metrics-port",
+    envvar="HOUSING_SERVE_METRICS_PORT",
+    type=int,
+    default=8082,
+    show_default=True,
+    help="Prometheus /metrics; 0: off.",
+)
+@click.option(
+    "--max-body-bytes",
+    envvar="HOUSING_SERVE_MAX_BODY_BYTES",
+    type=click.IntRange(min=1),
+    default=32 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body (a gzip body: inflated) and gRPC message; larger: 413 / RESOURCE_EXHAUSTED.",
+)
+@click.option(
+    "--max-rows",
+    envvar="HOUSING_SERVE_MAX_ROWS",
+    type=click.IntRange(min=1),
+    default=250_000,
+    show_default=True,
+    help="Most rows in one request; more: 413 / INVALID_ARGUMENT.",
+)
+@click.option(
+    "--max-elements",
+    envvar="HOUSING_SERVE_MAX_ELEMENTS",
+    type=click.IntRange(min=1),
+    default=2_500_000,
+    show_default=True,
+    help="Most values over all inputs of one request.",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    envvar="HOUSING_SERVE_TIMEOUT_SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request may wait for its answer; longer: 504 / DEADLINE_EXCEEDED.",
+)
+@click.option(
+    "--workers",
+    envvar="HOUSING_SERVE_WORKERS",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Inference threads (requests are parsed and predicted off the event loop).",
+)
 @click.option(
     "--load-later",
     envvar="HOUSING_SERVE_LOAD_LATER",
     is_flag=True,
-    help="Start without the model (MODEL_DIR may not exist yet); load it with "
-    "POST /v2/repository/models/<name>/load. The demo starts MLServer so while it trains.",
+    help="Start without the model (MODEL_DIR may not exist yet); it loads on SIGHUP. The demo starts the "
+    "server so while it trains.",
 )
-def serve(model_dir, model_name, http_port, grpc_port, metrics_port, load_later) -> None:
-    """Run MLServer on MODEL_DIR as KServe's ServingRuntime does (foreground)."""
+def serve(model_dir, model_name, host, http_port, grpc_port, metrics_port, max_body_bytes, max_rows,
+          max_elements, timeout_seconds, workers, load_later) -> None:  # fmt: skip
+    """Run the V2 model server on MODEL_DIR as KServe's ServingRuntime does (foreground)."""
+    from .limits import Settings
     from .serve import argv, serving_env
 
-    env = {
-        **os.environ,
-        **serving_env(
-            model_dir, model_name, http_port, grpc_port, metrics_port, load_at_startup=not load_later
-        ),
-    }
+    settings = Settings(
+        model_dir=model_dir, model_name=model_name, host=host, http_port=http_port, grpc_port=grpc_port,
+        metrics_port=metrics_port, max_body_bytes=max_body_bytes, max_rows=max_rows, max_elements=max_elements,
+        timeout_seconds=timeout_seconds, workers=workers, load_later=load_later,
+    )  # fmt: skip
     command = argv(model_dir, check=not load_later)
-    os.execve(command[0], command, env)
+    os.execve(command[0], command, {**os.environ, **serving_env(settings.to_env())})
 
 
 @cli.group(cls=Group)

@@ -1,11 +1,11 @@
 """`make demo`: the whole pipeline on the local stack, through the same code the chart's jobs run.
 
-local up → data push → train (dvc pull) → promote (gate) → fetch-model → serve (MLServer) → infer.
-Leaves the stack and MLServer running; `make down` stops them. Timings go to .local/demo-timings.json.
+local up → data push → train (dvc pull) → promote (gate) → fetch-model → serve (V2 model server) → infer.
+Leaves the stack and the model server running; `make down` stops them. Timings go to .local/demo-timings.json.
 
 What does not depend on each other overlaps (bench/ measures the time to the first prediction): the data push
 runs while MLflow starts (it needs only S3), the training code is imported while MLflow finishes starting, and
-MLServer starts (without the model) while the model trains, then loads it once fetched.
+the model server starts (without the model) while the model trains, then loads it once fetched (SIGHUP).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,11 +54,12 @@ class Stages:
         return code
 
 
-def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> None:
-    """MLServer without the model yet (`serve --load-later`): it starts while the model trains; `load_model`
-    then loads it (bench/: the serve stage went from ~4 s to the model load alone)."""
-    local.stop(cfg, "mlserver")
-    with local.open_log(cfg, "mlserver") as logfile:  # private, never through a symlink
+def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> int:
+    """The model server without the model yet (`serve --load-later`): it starts while the model trains;
+    `load_model` then has it load the model (bench/: the serve stage went from ~4 s to the model load alone).
+    Returns its pid."""
+    local.stop(cfg, local.SERVER)
+    with local.open_log(cfg, local.SERVER) as logfile:  # private, never through a symlink
         proc = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("housing-mlops")),
@@ -76,25 +78,22 @@ def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> N
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    local.register(cfg, "mlserver", proc.pid)
+    local.register(cfg, local.SERVER, proc.pid)
+    return proc.pid
 
 
-def load_model(url: str, name: str, timeout: float) -> None:
-    """Until the server started by `serve_in_background` answers, then load ``name`` (MLServer's repository API,
-    which answers once the model is loaded)."""
+def load_model(url: str, pid: int, timeout: float) -> None:
+    """Until the server started by `serve_in_background` answers, then have it load the fetched model (SIGHUP:
+    the server has no load API on its port); `wait_ready` then waits for it."""
     registry.backoff(
         lambda: requests.get(f"{url}/v2/health/live", timeout=5).raise_for_status(),
-        what=f"MLServer at {url}",
+        what=f"the model server at {url}",
         timeout=timeout,
         retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
         first_delay=0.1,
         max_delay=0.25,
     )
-    loaded = requests.post(f"{url}/v2/repository/models/{name}/load", timeout=timeout)
-    if loaded.status_code != 200:
-        raise SystemExit(
-            f"demo: MLServer could not load {name}: HTTP {loaded.status_code}: {loaded.text[:300]}"
-        )
+    os.kill(pid, signal.SIGHUP)
 
 
 def main() -> None:
@@ -104,7 +103,7 @@ def main() -> None:
     stages = Stages()
     cfg = local.LocalConfig.from_env()
     port = local.env_port("HOUSING_LOCAL_SERVE_PORT", 8080)
-    if port > 65533:  # MLServer takes port, port + 1 (gRPC) and port + 2 (metrics)
+    if port > 65533:  # the server takes port, port + 1 (gRPC) and port + 2 (metrics)
         raise ConfigError(f"HOUSING_LOCAL_SERVE_PORT={port}: the demo also needs the next two ports")
     with stages.timed("local_up", "housing-mlops local up"):
         local.start(cfg)  # PostgreSQL and S3 answer; MLflow is starting
@@ -118,13 +117,15 @@ def main() -> None:
         local.wait_mlflow(cfg)
     model_dir = local.private_dir(cfg, "models") / "production"
     url = f"http://127.0.0.1:{port}"
-    serve_in_background(cfg, model_dir, port)  # starts while the model trains; loads it in the serve stage
+    pid = serve_in_background(
+        cfg, model_dir, port
+    )  # starts while the model trains; loads it in the serve stage
     stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
     # Exit 3 = the gate kept the current champion: the demo then serves that one.
     gate = stages.run("promote", ["promote"], ok_codes=(0, 3))
     stages.run("fetch_model", ["fetch-model", "mlflow://housing-model@production", str(model_dir)])
-    with stages.timed("serve", "housing-mlops serve (MLServer, in the background): load the model"):
-        load_model(url, "housing-model", 180)
+    with stages.timed("serve", "housing-mlops serve (in the background): load the model"):
+        load_model(url, pid, 180)
         wait_ready(url, "housing-model", 180, poll=0.25)
     stages.run("infer", ["infer", "--url", url])
     total = round(time.perf_counter() - stages.started, 2)

@@ -31,7 +31,7 @@ class ConfigError(HousingError):
 
 
 class ServiceUnavailable(HousingError):
-    """A service (MLflow, S3, MLServer) did not answer within the retry budget."""
+    """A service (MLflow, S3, the model server) did not answer within the retry budget."""
 
 
 class NotFound(HousingError):

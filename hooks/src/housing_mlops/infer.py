@@ -98,8 +98,8 @@ def infer_binary(url: str, model: str, timeout: float) -> float:
 def infer_grpc(address: str, model: str, timeout: float) -> tuple[float, str | None]:
     """The canonical request over V2 gRPC (tritonclient, the client most KServe users have); (price, version).
 
-    tritonclient.grpc registers the same protobuf names as mlserver: never call this in a process that
-    imported mlserver (the CLI does not).
+    tritonclient.grpc registers the same protobuf names (package `inference`) as kserve's V2 protobufs: never call
+    this in a process that imported housing_mlops.server (the CLI does not).
     """
     import numpy as np
     import tritonclient.grpc as tg

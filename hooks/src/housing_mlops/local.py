@@ -929,16 +929,18 @@ def up(cfg: LocalConfig) -> dict[str, str]:
     return cfg.client_env()
 
 
+SERVER = "model-server"  # the demo's V2 model server (housing_mlops.server)
 MARKERS = {
     "postgresql": "postgres",
     "s3": "housing_mlops.s3server",
     "mlflow": "mlflow",
-    "mlserver": "housing_mlops.server",
+    SERVER: "housing_mlops.server",
+    "mlserver": "housing_mlops.server",  # what older versions recorded for the same process
 }
 
 
 def register(cfg: LocalConfig, name: str, pid: int) -> None:
-    """Record a process started outside `up` (e.g. the demo's MLServer) so `down` stops it too."""
+    """Record a process started outside `up` (e.g. the demo's model server) so `down` stops it too."""
     state = _load_state(cfg)
     state.pids[name] = pid
     _save_state(cfg, state)
@@ -972,7 +974,7 @@ def down(cfg: LocalConfig) -> list[str]:
     if not _state_file(cfg).exists():
         return []
     stopped = []
-    for name in ("mlserver", "mlflow", "s3", "postgresql"):
+    for name in (SERVER, "mlserver", "mlflow", "s3", "postgresql"):
         if stop(cfg, name):
             stopped.append(name)
     return stopped

@@ -44,7 +44,7 @@ TEXT_LIMIT = 200  # characters kept of any error text
 MAX_ERRORS = 5  # error strings kept in a v2 result
 MAX_VERSIONS = 8  # distinct model versions kept in a v2 result; the rest count under OTHER
 OTHER = "(other)"
-DEFAULT_COUNTER = "model_infer_request_success_total"
+DEFAULT_COUNTER = "housing_inference_rows_total"  # rows the model server predicted (successes only)
 # A sane price, in dollars: the bounds `housing-mlops infer` (helm test) applies by default (a test ties them)
 MIN_PRICE = 14_999.0
 MAX_PRICE = 1_000_000.0

@@ -1,6 +1,11 @@
-{{/* Name of the chart's ServingRuntime. */}}
+{{/* Name of the ServingRuntime the InferenceService runs, by `inference.runtime`: `housing`, the chart's own
+(servingruntime.yaml). Another runtime (e.g. KServe's built-in MLflow one) goes here and in servingruntime.yaml. */}}
 {{- define "housing-mlops.inference.runtimeName" -}}
-{{- include "housing-mlops.fullname" (dict "context" . "component" "mlserver") -}}
+{{- if eq .Values.runtime "housing" -}}
+{{- include "housing-mlops.fullname" (dict "context" . "component" "serving") -}}
+{{- else -}}
+{{- fail (printf "inference.runtime %q is not a runtime this chart knows (housing)" .Values.runtime) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
