@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 HOUSING_CSV ?= $(wildcard $(CURDIR)/../shared/data/housing.csv)
 export HOUSING_CSV
 
-.PHONY: help venv lock demo down test test-py lint bench
+.PHONY: help venv lock audit demo down test test-py lint bench
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,12 @@ $(BIN)/housing-mlops: requirements.lock hooks/pyproject.toml
 
 venv: $(BIN)/housing-mlops ## create .venv from the lock file
 
-lock: ## recompile requirements.lock from requirements.in
+# The dev venv's lock (every direct dependency, combined), then every image's own lock, with hashes, constrained by
+# it (images/lock.sh; docs/images.md). `make audit` checks them all against published advisories.
+lock: ## recompile requirements.lock and every image's hashed lock (images/*/requirements.lock)
+	test -x $(BIN)/uv || { $(PY) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==$(UV_VERSION); }
 	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 -o requirements.lock
+	UV=$(BIN)/uv images/lock.sh
 
 demo: venv ## run the whole pipeline locally, leave the stack running
 	$(BIN)/python -m housing_mlops.demo
