@@ -30,6 +30,14 @@ lock: ## recompile requirements.lock and every image's hashed lock (images/*/req
 	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 -o requirements.lock
 	UV=$(BIN)/uv images/lock.sh
 
+# Every lock's pins against published advisories (PyPI's per-release data; AUDIT_ARGS='--source osv:DIR' for OSV
+# records on disk), kept and explained in ci/audit-accepted.toml, recorded in ci/audit.json, which the tests check
+# offline against the locks (tests/images/test_audit.py). docs/security.md#dependencies-and-advisories.
+AUDIT_ARGS ?=
+
+audit: venv ## check every lock against published advisories → ci/audit.json
+	$(BIN)/python ci/audit.py --record ci/audit.json $(AUDIT_ARGS)
+
 demo: venv ## run the whole pipeline locally, leave the stack running
 	$(BIN)/python -m housing_mlops.demo
 
@@ -47,7 +55,7 @@ test: ## every test (pytest over tests/, then lint)
 test-py: venv ## only the Python pipeline tests
 	$(BIN)/pytest tests/python
 
-LINT_DIRS = $(wildcard hooks tests bench)
+LINT_DIRS = $(wildcard hooks tests bench ci images/common)
 
 lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)
