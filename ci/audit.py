@@ -299,7 +299,7 @@ def report(record: dict, rules: dict | None = None) -> None:
         reviewed = [e for e in entry["errors"] if acceptance(lock, e, rules)]
         print(
             f"  {lock:17} {entry['packages']:4} packages, {len(entry['findings'])} findings "
-            f"({len(kept)} accepted), {len(entry['errors'])} unanswered ({len(reviewed)} reviewed by hand)"
+            f"({len(kept)} accepted), {len(entry['errors'])} unanswered ({len(reviewed)} accepted)"
         )
         for item in entry["findings"]:
             why = acceptance(lock, item, rules)

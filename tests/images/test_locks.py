@@ -219,3 +219,35 @@ def test_uv_sync_require_hashes_refuses_a_file_the_lock_does_not_vouch_for(
         assert run.returncode != 0
         assert fails_with in run.stderr, run.stderr
         assert not installed
+
+
+INPUTS = {
+    "serving": ROOT / "images/serving/requirements.in",
+    "mlflow": ROOT / "images/mlflow/requirements.in",
+    "test-services": ROOT / "tests/images/services/requirements.in",
+    "mlserver-standin": ROOT / "images/mlserver-standin/requirements.in",
+    "build": ROOT / "images/common/build.in",
+}
+
+
+def _requirements(name: str) -> list[str]:
+    if name == "jobs":
+        import tomllib
+
+        return tomllib.loads((ROOT / "hooks/pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (line.split("#", 1)[0].strip() for line in INPUTS[name].read_text().splitlines())
+    return [line for line in lines if line]
+
+
+@pytest.mark.parametrize("name", [*INPUTS, "jobs"])
+def test_each_lock_satisfies_its_requirement_list(name):
+    """A line added to a requirement list without `make lock` fails here, not in a Docker build."""
+    from packaging.requirements import Requirement
+
+    pins = read_lock(IMAGE_LOCKS.get(name, BUILD_LOCK))
+    for line in _requirements(name):
+        req = Requirement(line)
+        pinned = pins.get(re.sub(r"[-_.]+", "-", req.name).lower())
+        assert pinned and req.specifier.contains(pinned, prereleases=True), (
+            f"{line}: lock has {pinned}: make lock"
+        )
