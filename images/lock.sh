@@ -26,9 +26,7 @@ compile=("$uv" pip compile -q --generate-hashes --python-version 3.11 --python-p
 "${compile[@]}" -c requirements.lock tests/images/services/requirements.in -o tests/images/services/requirements.lock
 "${compile[@]}" -c requirements.lock images/common/build.in -o images/common/build.lock
 
-# The stand-in takes from the dev lock only what touches the model (the list tests/images/test_locks.py checks).
-model_libs=$(mktemp)
-trap 'rm -f "$model_libs"' EXIT
-grep -E '^(scikit-learn|numpy|pandas|scipy|cloudpickle|joblib|threadpoolctl|mlflow|mlflow-skinny)==' \
-  requirements.lock >"$model_libs"
-"${compile[@]}" -c "$model_libs" images/mlserver-standin/requirements.in -o images/mlserver-standin/requirements.lock
+# The stand-in takes from the dev lock only what touches the model (the list tests/images/test_locks.py checks),
+# as constraints on stdin (a stable name in the lock's annotations).
+grep -E '^(scikit-learn|numpy|pandas|scipy|cloudpickle|joblib|threadpoolctl|mlflow|mlflow-skinny)==' requirements.lock \
+  | "${compile[@]}" -c /dev/stdin images/mlserver-standin/requirements.in -o images/mlserver-standin/requirements.lock
