@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 HOUSING_CSV ?= $(wildcard $(CURDIR)/../shared/data/housing.csv)
 export HOUSING_CSV
 
-.PHONY: help venv lock demo down test test-py lint bench
+.PHONY: help venv lock audit demo down test test-py lint bench
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -23,8 +23,20 @@ $(BIN)/housing-mlops: requirements.lock hooks/pyproject.toml
 
 venv: $(BIN)/housing-mlops ## create .venv from the lock file
 
-lock: ## recompile requirements.lock from requirements.in
+# The dev venv's lock (every direct dependency, combined), then every image's own lock, with hashes, constrained by
+# it (images/lock.sh; docs/images.md). `make audit` checks them all against published advisories.
+lock: ## recompile requirements.lock and every image's hashed lock (images/*/requirements.lock)
+	test -x $(BIN)/uv || { $(PY) -m venv $(VENV) && $(BIN)/python -m pip install -q uv==$(UV_VERSION); }
 	$(BIN)/uv pip compile -q requirements.in --python-version 3.11 -o requirements.lock
+	UV=$(BIN)/uv images/lock.sh
+
+# Every lock's pins against published advisories (PyPI's per-release data; AUDIT_ARGS='--source osv:DIR' for OSV
+# records on disk), kept and explained in ci/audit-accepted.toml, recorded in ci/audit.json, which the tests check
+# offline against the locks (tests/images/test_audit.py). docs/security.md#dependencies-and-advisories.
+AUDIT_ARGS ?=
+
+audit: venv ## check every lock against published advisories → ci/audit.json
+	$(BIN)/python ci/audit.py --record ci/audit.json $(AUDIT_ARGS)
 
 demo: venv ## run the whole pipeline locally, leave the stack running
 	$(BIN)/python -m housing_mlops.demo
@@ -43,7 +55,7 @@ test: ## every test (pytest over tests/, then lint)
 test-py: venv ## only the Python pipeline tests
 	$(BIN)/pytest tests/python
 
-LINT_DIRS = $(wildcard hooks tests bench)
+LINT_DIRS = $(wildcard hooks tests bench ci images/common)
 
 lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the project's images from the repository root: images/build.sh [NAME...]
-#   NAME: mlflow jobs serving (default: all three) or test-services (tests/images/services, for test-images).
+#   NAME: mlflow jobs serving (default: all three), test-services (tests/images/services, for test-images) or
+#   mlserver-standin (test-only stand-in for KServe's MLServer runtime image, tagged $STANDIN_IMAGE).
 # Tags: $IMAGE_PREFIX/NAME:$IMAGE_TAG (housing-mlops/NAME:<version in hooks/pyproject.toml>), what the chart uses.
 # Base (BASE_IMAGE): "auto" (default) takes the official $OFFICIAL_BASE when it is present or can be pulled,
 # else the local debootstrap base $LOCAL_BASE_IMAGE, built by images/base/build.sh if missing (no registry
@@ -19,6 +20,8 @@ UV_VERSION=${UV_VERSION:-0.13.9}
 LOG_DIR=${IMAGES_LOG_DIR:-.local/images}
 VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("hooks/pyproject.toml", "rb"))["project"]["version"])')
 IMAGE_TAG=${IMAGE_TAG:-$VERSION}
+# The image KServe v0.20.0's kserve-mlserver ClusterServingRuntime names (images/mlserver-standin/Dockerfile).
+STANDIN_IMAGE=${STANDIN_IMAGE:-docker.io/seldonio/mlserver:1.7.1}
 REVISION=$(git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 SOURCE=$(git config --get remote.origin.url 2>/dev/null || echo unknown)
 
@@ -26,8 +29,8 @@ names=("$@")
 ((${#names[@]})) || names=(mlflow jobs serving)
 for name in "${names[@]}"; do
   case $name in
-    mlflow | jobs | serving | test-services) ;;
-    *) echo "build.sh: unknown image '$name' (mlflow, jobs, serving, test-services)" >&2; exit 2 ;;
+    mlflow | jobs | serving | test-services | mlserver-standin) ;;
+    *) echo "build.sh: unknown image '$name' (mlflow, jobs, serving, test-services, mlserver-standin)" >&2; exit 2 ;;
   esac
 done
 
@@ -62,8 +65,9 @@ echo "images: base $BASE_IMAGE, tag $IMAGE_TAG, revision $REVISION"
 build_one() {
   local name=$1 dockerfile image log start rc=0 size
   dockerfile=images/$name/Dockerfile
-  [[ $name == test-services ]] && dockerfile=tests/images/services/Dockerfile
   image=$IMAGE_PREFIX/$name:$IMAGE_TAG
+  [[ $name == test-services ]] && dockerfile=tests/images/services/Dockerfile
+  [[ $name == mlserver-standin ]] && image=$STANDIN_IMAGE
   log=$LOG_DIR/build-$name.log
   start=$SECONDS
   docker build --force-rm -f "$dockerfile" -t "$image" \

@@ -3,7 +3,7 @@
 # builds them and runs the whole pipeline from containers on a Docker network (tests/images/run.sh).
 .PHONY: images images-base test-images lint-images
 
-IMAGES_SH := images/build.sh images/docker-up.sh images/base/build.sh images/common/install-venv.sh \
+IMAGES_SH := images/build.sh images/docker-up.sh images/base/build.sh images/common/install-venv.sh images/lock.sh \
 	tests/images/run.sh tests/images/services/services.sh
 
 images: ## build the container images housing-mlops/{mlflow,jobs,serving}:<version> (docs/images.md)

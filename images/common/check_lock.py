@@ -1,6 +1,6 @@
-"""Check an image's virtualenv against the project's lock.
+"""Check an image's virtualenv against its lock.
 
-    python check_lock.py requirements.lock [--path SITE_PACKAGES] [--allow NAME...] [--missing-ok "NAME..."]
+    python check_lock.py images/NAME/requirements.lock [--path SITE_PACKAGES] [--allow NAME...] [--missing-ok "NAME..."]
 
 ``--path`` inspects that site-packages folder instead of the running interpreter's (needs ``packaging``).
 
@@ -22,14 +22,17 @@ def canon(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# `name[extras]==version`, then `;` markers, ` \` (hashes on the next lines) or the end of the line.
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+
+
 def read_lock(path: str) -> dict[str, str]:
     pins = {}
     with open(path, encoding="utf-8") as fh:
         for line in fh:
-            line = line.split("#", 1)[0].strip()
-            if "==" in line:
-                name, version = line.split("==", 1)
-                pins[canon(name.split("[", 1)[0])] = version.split(";", 1)[0].strip()
+            match = PIN.match(line)
+            if match:
+                pins[canon(match[1])] = match[2]
     return pins
 
 

@@ -1,34 +1,40 @@
 #!/bin/sh
-# Builder-stage helper shared by the Dockerfiles: a virtualenv at $VENV (/opt/venv) holding the requirements
-# files given as arguments, resolved against the project's lock (constraints), byte-compiled (a read-only
-# root filesystem cannot cache bytecode: without it every start recompiles, ~13 s more for mlflow), then
-# checked: nothing off the lock, every remaining requirement satisfied.
-#   install-venv.sh LOCK REQUIREMENTS...
-# Environment: UV_VERSION (required), PRUNE_PACKAGES (distributions to remove again: heavy optional
-# dependencies an image never imports; the check then tolerates only those as missing).
+# Builder-stage helper shared by the Dockerfiles: a virtualenv at $VENV (/opt/venv) holding exactly the image's
+# lock (images/<name>/requirements.lock, compiled with hashes by `make lock`), every downloaded file checked
+# against the lock's hashes, byte-compiled (a read-only root filesystem cannot cache bytecode: without it every
+# start recompiles, ~13 s more for mlflow), then checked: nothing off the lock, every requirement satisfied.
+#   install-venv.sh LOCK
+# The builder's own tools come from build.lock beside this script, hash-checked too: uv, packaging (for
+# check_lock.py, which inspects $venv from outside) and setuptools (the only build backend an sdist in a lock
+# may use: passed to uv as build constraints, so building from source downloads nothing unchecked).
+# Environment: UV_VERSION (optional; must be build.lock's uv), PRUNE_PACKAGES (distributions to remove again:
+# heavy optional dependencies an image never imports; the check then tolerates only those as missing).
 # Needs the package index; leaves no cache behind. POSIX sh: the base may have no bash.
 set -eu
 
 lock=$1
-shift
 venv=${VENV:-/opt/venv}
-uv_version=${UV_VERSION:?UV_VERSION must be set}
 here=$(dirname "$0")
 
 python3 -m venv /opt/uv
-# The tool venv: uv, and packaging (the lock's) for check_lock.py, which inspects $venv from outside.
-packaging=$(sed -n 's/^packaging==\([^ ;]*\).*/\1/p' "$lock")
-/opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check -q "uv==$uv_version" "packaging==$packaging"
+/opt/uv/bin/pip install --no-cache-dir --disable-pip-version-check -q --require-hashes --only-binary :all: \
+  -r "$here/build.lock"
 uv=/opt/uv/bin/uv
+if [ -n "${UV_VERSION:-}" ]; then
+  case "$("$uv" --version) " in
+    "uv $UV_VERSION "*) ;;
+    *) echo "install-venv: build.lock has $("$uv" --version), UV_VERSION is $UV_VERSION: make lock" >&2; exit 1 ;;
+  esac
+fi
 # Trust the image's CA store (a locally built base may add a proxy's CA); uv's built-in roots would not.
 export UV_SYSTEM_CERTS=1 UV_NO_CACHE=1
 "$uv" venv -q --python "$(command -v python3)" "$venv"
 
-reqs=""
-for r in "$@"; do reqs="$reqs -r $r"; done
-# shellcheck disable=SC2086 # word splitting of $reqs and $PRUNE_PACKAGES is intended
+# sync: exactly what the lock lists, nothing else; --require-hashes: a requirement without a hash, or a file
+# whose sha256 is not one the lock lists, fails the build (tests/images/test_locks.py shows both).
+# shellcheck disable=SC2086 # word splitting of $PRUNE_PACKAGES is intended
 {
-  "$uv" pip install --python "$venv/bin/python" -c "$lock" -b "$lock" $reqs
+  "$uv" pip sync --require-hashes --python "$venv/bin/python" -b "$here/build.lock" "$lock"
   if [ -n "${PRUNE_PACKAGES:-}" ]; then
     "$uv" pip uninstall --python "$venv/bin/python" $PRUNE_PACKAGES
   fi

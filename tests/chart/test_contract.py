@@ -322,6 +322,6 @@ def test_the_mlflow_image_can_run_the_auth_the_values_enable():
     assert enabled, "no values file enables MLflow auth any more: drop this test with the extra"
     wanted = [
         line.split("#")[0].strip()
-        for line in (ROOT / "images" / "mlflow" / "requirements.txt").read_text().splitlines()
+        for line in (ROOT / "images" / "mlflow" / "requirements.in").read_text().splitlines()
     ]
-    assert "mlflow[auth]" in wanted, "images/mlflow/requirements.txt must install mlflow[auth]"
+    assert "mlflow[auth]" in wanted, "images/mlflow/requirements.in must install mlflow[auth]"
