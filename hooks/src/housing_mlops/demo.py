@@ -54,10 +54,10 @@ class Stages:
         return code
 
 
-def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> int:
+def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> subprocess.Popen:
     """The model server without the model yet (`serve --load-later`): it starts while the model trains;
     `load_model` then has it load the model (bench/: the serve stage went from ~4 s to the model load alone).
-    Returns its pid."""
+    Returns its process."""
     local.stop(cfg, local.SERVER)
     with local.open_log(cfg, local.SERVER) as logfile:  # private, never through a symlink
         proc = subprocess.Popen(
@@ -79,21 +79,38 @@ def serve_in_background(cfg: local.LocalConfig, model_dir: Path, port: int) -> i
             start_new_session=True,
         )
     local.register(cfg, local.SERVER, proc.pid)
-    return proc.pid
+    return proc
 
 
-def load_model(url: str, pid: int, timeout: float) -> None:
+def alive(proc: subprocess.Popen, log: Path) -> None:
+    """Raise (not retried) if the server process has exited: its log's last lines say why."""
+    if proc.poll() is not None:
+        try:
+            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+        except OSError:
+            tail = []
+        raise HousingError(
+            f"the model server exited with code {proc.returncode}; the end of {log}:\n" + "\n".join(tail)
+        )
+
+
+def load_model(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     """Until the server started by `serve_in_background` answers, then have it load the fetched model (SIGHUP:
-    the server has no load API on its port); `wait_ready` then waits for it."""
+    the server has no load API on its port); `wait_ready` then waits for it. A server that died stops the wait."""
+
+    def live() -> None:
+        alive(proc, log)
+        requests.get(f"{url}/v2/health/live", timeout=5).raise_for_status()
+
     registry.backoff(
-        lambda: requests.get(f"{url}/v2/health/live", timeout=5).raise_for_status(),
+        live,
         what=f"the model server at {url}",
         timeout=timeout,
         retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
         first_delay=0.1,
         max_delay=0.25,
     )
-    os.kill(pid, signal.SIGHUP)
+    os.kill(proc.pid, signal.SIGHUP)
 
 
 def main() -> None:
@@ -117,16 +134,18 @@ def main() -> None:
         local.wait_mlflow(cfg)
     model_dir = local.private_dir(cfg, "models") / "production"
     url = f"http://127.0.0.1:{port}"
-    pid = serve_in_background(
+    server = serve_in_background(
         cfg, model_dir, port
-    )  # starts while the model trains; loads it in the serve stage
+    )  # starts while the model trains; loads in the serve stage
+    server_log = cfg.state_dir / "logs" / f"{local.SERVER}.log"
     stages.run("train", ["train", "--data", target, "--trigger", f"make-demo-{int(time.time())}"])
     # Exit 3 = the gate kept the current champion: the demo then serves that one.
     gate = stages.run("promote", ["promote"], ok_codes=(0, 3))
     stages.run("fetch_model", ["fetch-model", "mlflow://housing-model@production", str(model_dir)])
     with stages.timed("serve", "housing-mlops serve (in the background): load the model"):
-        load_model(url, pid, 180)
+        load_model(url, server, server_log, 180)
         wait_ready(url, "housing-model", 180, poll=0.25)
+        alive(server, server_log)
     stages.run("infer", ["infer", "--url", url])
     total = round(time.perf_counter() - stages.started, 2)
     timings = {
