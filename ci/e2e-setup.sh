@@ -27,6 +27,7 @@ CERT_MANAGER_CHART=oci://quay.io/jetstack/charts/cert-manager
 CERT_MANAGER_VERSION=v1.21.2
 KSERVE_CRD_CHART=oci://ghcr.io/kserve/charts/kserve-crd
 KSERVE_CHART=oci://ghcr.io/kserve/charts/kserve-resources # named `kserve` up to v0.16, `kserve-resources` since v0.17
+KSERVE_RUNTIMES_CHART=oci://ghcr.io/kserve/charts/kserve-runtime-configs # charts/kserve-runtime-configs of the v0.20.0 module (kind path not run here)
 KSERVE_VERSION=$(sed -n 's/^KSERVE_VERSION=//p' ci/cluster/pins.env) # one KServe for both providers
 
 usage() { sed -n '2,/^set -/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -95,6 +96,7 @@ JOBS_IMAGE=housing-mlops/jobs:$VERSION
 SERVING_IMAGE=housing-mlops/serving:$VERSION
 TEST_SERVICES_IMAGE=housing-mlops/test-services:$VERSION # the S3 store (local) and the e2e's probe pods
 PG_STANDIN=housing-mlops/postgres-standin:15              # values/local.yaml
+MLSERVER_STANDIN=docker.io/seldonio/mlserver:1.7.1   # images/build.sh STANDIN_IMAGE; KServe's kserve-mlserver runtime (ci/cluster/kserve.sh)
 LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-housing-mlops/base:bookworm-py3.11}
 
 say() { printf '==> e2e-setup: %s\n' "$*"; }
@@ -210,9 +212,9 @@ if [[ $PROVIDER == local ]]; then
   ci/cluster/build.sh >"$WORKDIR/cluster-build.log" 2>&1 &
   build_pid=$!
 
-  step images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE, $TEST_SERVICES_IMAGE and the PostgreSQL stand-in"
+  step images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE, $TEST_SERVICES_IMAGE, the PostgreSQL and MLServer stand-ins"
   run timeout 60m make images
-  run timeout 30m images/build.sh test-services
+  run timeout 30m images/build.sh test-services mlserver-standin
   run timeout 30m docker build -q -t "$PG_STANDIN" --build-arg "BASE_IMAGE=$LOCAL_BASE_IMAGE" ci/cluster/standins/postgres
 
   step publish "the chart and images to a loopback OCI registry, cosign-signed (ci/publish.sh)"
@@ -236,7 +238,7 @@ if [[ $PROVIDER == local ]]; then
   run "$LOCAL_CLUSTER" trust-registry "$REGISTRY_ADDR"
   run kubectl wait --for=condition=Ready nodes --all --timeout="$T_NODES"
   run timeout 20m "$LOCAL_CLUSTER" import "$MLFLOW_IMAGE" "$JOBS_IMAGE" "$SERVING_IMAGE" "$TEST_SERVICES_IMAGE" \
-    "$PG_STANDIN"
+    "$PG_STANDIN" "$MLSERVER_STANDIN"
 
   step kserve "KServe $KSERVE_VERSION from its Go module (CRDs, controller built from cmd/manager), Standard mode"
   run timeout 30m ci/cluster/kserve.sh
@@ -283,6 +285,11 @@ else
     --set kserve.controller.gateway.disableIngressCreation=true \
     --wait --timeout "$T_INFRA"
   run kubectl wait --for=condition=Available deployment --all -n kserve --timeout="$T_INFRA"
+  # KServe's own runtimes (the chart's inference.runtime=kserve-mlserver uses kserve-mlserver), its image as
+  # KServe v0.20.0's config/runtimes names it (the chart's default tag is older); kind pulls the real one
+  run helm install kserve-runtime-configs "$KSERVE_RUNTIMES_CHART" --version "$KSERVE_VERSION" --namespace kserve \
+    --set kserve.servingruntime.enabled=true --set kserve.servingruntime.mlserver.tag="${MLSERVER_STANDIN##*:}" \
+    --wait --timeout "$T_INFRA"
 
   step s3 "the in-cluster S3-compatible store (ci/kind/s3.yaml: moto, pinned)"
   run kubectl apply -f ci/kind/s3.yaml

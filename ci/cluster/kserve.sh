@@ -12,7 +12,8 @@
 # Left out of the upstream chart: the Issuer/Certificate (cert-manager), the kube-rbac-proxy sidecar (an image
 # from quay.io that cannot be pulled here; metrics stay on the controller's own port), and KServe's own
 # ClusterServingRuntimes/ClusterStorageContainer (their images are not built here; the chart brings its own
-# ServingRuntime and mlflow:// storage container).
+# ServingRuntime and mlflow:// storage container), except kserve-mlserver (at the end: `inference.runtime`'s
+# built-in option, run on a test-only stand-in of its image).
 set -Eeuo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +32,7 @@ CHART_VALUES=(
   kserve.localmodel.enabled=false
 )
 WAIT=${KSERVE_WAIT:-300s}
+MLSERVER_IMAGE=${MLSERVER_IMAGE:-docker.io/seldonio/mlserver:1.7.1} # images/build.sh's STANDIN_IMAGE
 log() { printf 'kserve: %s\n' "$*"; }
 
 t0=$SECONDS
@@ -94,4 +96,24 @@ EOF
   fi
   sleep 1
 done
+# KServe's own kserve-mlserver ClusterServingRuntime (the chart's `inference.runtime: kserve-mlserver`), from the
+# module's kserve-runtime-configs chart, the one runtime of it; its image is the version KServe v0.20.0's
+# config/runtimes names (the chart's default tag is older). No registry serves it here: the e2e imports a
+# test-only stand-in under that name (images/mlserver-standin). Applied once the webhooks answer.
+log "kserve-mlserver ClusterServingRuntime (charts/kserve-runtime-configs, $MLSERVER_IMAGE)"
+helm template kserve-runtimes "$module/charts/kserve-runtime-configs" --set kserve.servingruntime.enabled=true \
+  --set kserve.servingruntime.mlserver.image="${MLSERVER_IMAGE%:*}" \
+  --set kserve.servingruntime.mlserver.tag="${MLSERVER_IMAGE##*:}" >"$work/runtimes.yaml"
+"${PYTHON:-$(command -v "$ROOT/.venv/bin/python" || echo python3)}" - "$work/runtimes.yaml" >"$work/mlserver.yaml" <<'PY'
+import sys
+
+import yaml
+
+found = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ClusterServingRuntime"
+         and d["metadata"]["name"] == "kserve-mlserver"]
+if len(found) != 1:
+    sys.exit(f"kserve-runtime-configs rendered {len(found)} kserve-mlserver ClusterServingRuntimes")
+yaml.safe_dump(found[0], sys.stdout)
+PY
+kubectl apply -f "$work/mlserver.yaml" >/dev/null
 log "ready in $((SECONDS - t0)) s"

@@ -179,6 +179,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 from .environments import prod, staging, staging_moves, tampered  # noqa: E402,F401
 from .main_release import (  # noqa: E402,F401
     accepted,
+    builtin_runtime,
     installed,
     kept_after_manual_move,
     kept_after_retrain,

@@ -307,6 +307,45 @@ def kept_after_manual_move(main: Deployed, reconciled: Reconciled) -> Kept:
 
 
 @dataclass(frozen=True)
+class BuiltinRuntime:
+    """The predictor on KServe's built-in kserve-mlserver runtime (MLServer's stock MLflow runtime; the test-only
+    stand-in of its image on the local cluster), by a values-only upgrade, then back on ours."""
+
+    observed: Observed
+    images: list[str]  # the predictor pods' model server images
+    test: Outcome  # helm test --logs against it (REST; the version checked)
+    answers: dict[str, int]  # model_version -> answers, through the Service
+    back: Observed  # after the upgrade back to our runtime
+
+
+def upgrade_overlays(*overlays: str) -> list[str]:
+    return [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", *overlays)
+            for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def builtin_runtime(main: Deployed, kept_after_manual_move: Kept) -> BuiltinRuntime:
+    """`inference.runtime: kserve-mlserver` (the original recipe's server): nothing trains, the pinned version is
+    fetched and checked as before and served by MLServer; `helm test` passes; then back to our runtime."""
+    with phase("builtin-runtime"):
+        outcome = main.release.upgrade(
+            *upgrade_overlays(), "--set", "inference.runtime=kserve-mlserver", timeout=T_INSTALL
+        ).check()
+        observed = observe(main, outcome)
+        images = [
+            c.image
+            for p in main.kube.pods(main.ns, main.predictor_labels())
+            if p.metadata.name in observed.served.pods
+            for c in p.spec.containers
+            if c.name == "kserve-container"
+        ]
+        test = main.release.test()
+        answers = main.infer("e2e-infer-mlserver", count=10).result["versions"]
+        back = observe(main, main.release.upgrade(*upgrade_overlays(), timeout=T_INSTALL).check())
+        return BuiltinRuntime(observed, images, test, answers, back)
+
+
+@dataclass(frozen=True)
 class TimedOut:
     """An upgrade whose training outlasted Helm's --timeout: what Helm recorded, what the hook did, and what is
     served once the late training has registered its version (when the old design promoted it)."""
@@ -361,7 +400,7 @@ def timed_out_upgrade(
 
 
 @pytest.fixture(scope="session")
-def timed_out(main: Deployed, kept_after_manual_move: Kept) -> TimedOut:
+def timed_out(main: Deployed, kept_after_manual_move: Kept, builtin_runtime: BuiltinRuntime) -> TimedOut:
     """helm upgrade --timeout 10s while its training needs a minute: Helm marks the revision failed at once, the
     hook must apply nothing (exit 5), even after the training registers its version."""
     with phase("upgrade-timeout"):

@@ -8,7 +8,7 @@ import pytest
 
 from .lib.deployed import Deployed
 from .lib.setup import Datasets
-from .main_release import Kept, Observed, Reconciled, Rejected, Restarted, Retrained, newest
+from .main_release import BuiltinRuntime, Kept, Observed, Reconciled, Rejected, Restarted, Retrained, newest
 
 pytestmark = pytest.mark.cluster
 
@@ -76,3 +76,24 @@ def test_values_only_upgrade_after_a_manual_move_keeps_the_alias(
     assert after.versions == before.versions, "nothing trained"
     assert after.alias == after.served.version == reconciled.moved_to, "the person's choice still serves"
     assert kept_after_manual_move.recorded == reconciled.moved_to
+
+
+def test_kserve_builtin_mlserver_runtime_serves_the_pinned_version(
+    kept_after_manual_move: Kept, builtin_runtime: BuiltinRuntime
+) -> None:
+    """inference.runtime=kserve-mlserver (issue 22: the original recipe's way still works, on a test-only stand-in
+    of KServe's MLServer image): the same pinned version, fetched and checked by our storage initializer, answers
+    through MLServer; nothing trains; back on our runtime afterwards."""
+    b, before = builtin_runtime, kept_after_manual_move.observed
+    assert b.observed.versions == before.versions and b.observed.alias == before.alias, (
+        "nothing trained or moved"
+    )
+    assert b.observed.served.version == before.served.version
+    assert b.images and all("mlserver" in i for i in b.images), f"MLServer serves: {b.images}"
+    assert b.test.ok, (
+        "helm test passes against KServe's MLServer runtime (REST; the answer names the version)"
+    )
+    assert b.answers == {str(before.served.version): 10}, b.answers
+    assert b.back.served.version == before.served.version and set(b.back.served.pods).isdisjoint(
+        b.observed.served.pods
+    )

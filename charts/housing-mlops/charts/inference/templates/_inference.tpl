@@ -1,10 +1,13 @@
 {{/* Name of the ServingRuntime the InferenceService runs, by `inference.runtime`: `housing`, the chart's own
-(servingruntime.yaml). Another runtime (e.g. KServe's built-in MLflow one) goes here and in servingruntime.yaml. */}}
+(servingruntime.yaml); `kserve-mlserver`, KServe's built-in ClusterServingRuntime of that name (MLServer with its
+stock MLflow runtime, installed with KServe's kserve-runtime-configs chart, not by this chart). */}}
 {{- define "housing-mlops.inference.runtimeName" -}}
 {{- if eq .Values.runtime "housing" -}}
 {{- include "housing-mlops.fullname" (dict "context" . "component" "serving") -}}
+{{- else if eq .Values.runtime "kserve-mlserver" -}}
+kserve-mlserver
 {{- else -}}
-{{- fail (printf "inference.runtime %q is not a runtime this chart knows (housing)" .Values.runtime) -}}
+{{- fail (printf "inference.runtime %q is not a runtime this chart knows (housing, kserve-mlserver)" .Values.runtime) -}}
 {{- end -}}
 {{- end -}}
 
