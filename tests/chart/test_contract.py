@@ -294,7 +294,9 @@ def test_serving_runtime_runs_what_bench_measured(values: Path) -> None:
     runtimes = [o for o in render((values,)) if o["kind"] == "ServingRuntime"]
     text = values.read_text()
     if "inference:\n  enabled: false" in text or "runtime: kserve-mlserver" in text:
-        assert runtimes == [], "no inference, or KServe's own ClusterServingRuntime: no ServingRuntime of ours"
+        assert runtimes == [], (
+            "no inference, or KServe's own ClusterServingRuntime: no ServingRuntime of ours"
+        )
         return
     assert len(runtimes) == 1
     (container,) = [c for c in runtimes[0]["spec"]["containers"] if c["name"] == "kserve-container"]
