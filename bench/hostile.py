@@ -304,6 +304,8 @@ def table(
 
 def _summary(body: bytes, limit: int = 140) -> str:
     """An answer's error message (or the first characters of what came back)."""
+    if not body:
+        return "(empty body)"
     try:
         doc = json.loads(body)
     except ValueError:
@@ -324,12 +326,14 @@ def under_load(
     pid: int,
     hostile: list[Request],
     seconds: float,
+    interval: float = 0.0,
     concurrency: int = 4,
     timeout: float = 60,
     max_requests: int = 50_000,
 ) -> tuple[dict, list[float]]:
     """``concurrency`` clients sending single-row requests for ``seconds`` while one thread per hostile request
-    sends it again and again; (summary, the normal requests' latencies in s)."""
+    sends it again and again: at most every ``interval`` s (0: as soon as the previous one is answered);
+    (summary, the normal requests' latencies in s)."""
     stop = threading.Event()
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures: list[dict[str, int]] = [{} for _ in range(concurrency)]
@@ -361,10 +365,12 @@ def under_load(
     def attacker(request: Request) -> None:
         wire = request.wire()
         while not stop.is_set():
+            began = time.perf_counter()
             answer = send(port, request, timeout, wire)
             counts = sent[request.name]
             counts[str(answer.status)] = counts.get(str(answer.status), 0) + 1
             hostile_seconds[request.name].append(answer.seconds)
+            stop.wait(max(0.0, interval - (time.perf_counter() - began)))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
     threads += [threading.Thread(target=attacker, args=(r,)) for r in hostile]
@@ -377,6 +383,7 @@ def under_load(
         for t in threads:
             t.join(timeout + 5)
         wall = time.perf_counter() - started
+        after_kb = memory._rss_kb()
     ok = [x for per in latencies for x in per]
     failed: dict[str, int] = {}
     for per in failures:
@@ -396,6 +403,8 @@ def under_load(
         "rss_before_mb": round(memory.before_mb, 1),
         "peak_rss_mb": round(memory.peak_mb, 1),
         "rss_growth_mb": memory.growth_mb,
+        "rss_after_mb": round(after_kb / 1024, 1),
+        "interval_s": interval if hostile else None,
         "hostile": {
             name: {
                 "sent": sum(counts.values()),

@@ -8,8 +8,12 @@ environment, as the server reads them), except the last two, which ask the runni
 - parse_encode: + the JSON body parsed, the metrics, the answer encoded (server.infer_rest);
 - asgi: + our ASGI app (routing, body read, errors), called with a fake scope/receive/send, the work done inline;
 - thread_hop: + the hop to an inference thread and back (the app as served);
-- http: the same request over HTTP/1.1 keep-alive on loopback (uvicorn, the event loop, the client);
-- http_live: `GET /v2/health/live` over the same connection: HTTP, uvicorn and the client with nothing to do.
+- http: the same request over HTTP/1.1 keep-alive on loopback (uvicorn, the event loop, the client), with
+  http.client as the bench's load does (it sends the headers and the body in two writes);
+- http_one_write: the same, the request written in one `send` (the server reads it whole at once);
+- http_post_404: the same POST to a model this server does not serve (404 before the body is looked at): HTTP,
+  uvicorn and the client for the same bytes, without the work;
+- http_live: `GET /v2/health/live` over keep-alive: HTTP, uvicorn and the client with nothing to do.
 Stages run in interleaved rounds; a difference of two p50s is what that layer costs, roughly.
 
 A process of its own: it imports housing_mlops.server (kserve), which bench/run.py must not (tritonclient.grpc).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -74,25 +79,42 @@ def main() -> None:
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
-    def over_http(method: str, url: str, payload: bytes | None) -> None:
+    def over_http(method: str, url: str, payload: bytes | None, expected: int = 200) -> None:
         conn.request(method, url, payload, {"Content-Type": "application/json"})
         response = conn.getresponse()
         response.read()
-        if response.status != 200:
+        if response.status != expected:
             raise SystemExit(f"HTTP {response.status} from {url}")
+
+    raw = socket.create_connection(("127.0.0.1", port), timeout=60)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    wire = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+    def one_write() -> None:
+        raw.sendall(wire)
+        response = http.client.HTTPResponse(raw)
+        response.begin()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"HTTP {response.status} from {path}")
 
     sync = {
         "predict": lambda: runtime._predict(columns),
         "checks": lambda: runtime.predict_tensors(tensors_from_json(binary.parse_json(body))),
         "parse_encode": lambda: infer_rest(state, runtime, body, headers, time.monotonic() + 30),
         "http": lambda: over_http("POST", path, body),
+        "http_one_write": one_write,
+        "http_post_404": lambda: over_http("POST", PATH.format("not-served"), body, 404),
         "http_live": lambda: over_http("GET", "/v2/health/live", None),
     }
     apps = {"asgi": App(Inline(state)), "thread_hop": App(state)}
     times: dict[str, list[float]] = {
         k: [] for k in ("predict", "checks", "parse_encode", "asgi", "thread_hop")
     }
-    times |= {"http": [], "http_live": []}
+    times |= {"http": [], "http_one_write": [], "http_post_404": [], "http_live": []}
 
     async def measure() -> None:
         for r in range(rounds + 1):  # the first round warms up
@@ -121,6 +143,7 @@ def main() -> None:
     else:
         uvloop.run(measure())
     conn.close()
+    raw.close()
     state.pool.shutdown()
     if set(statuses) != {200}:
         raise SystemExit(f"the in-process app answered {sorted(set(statuses))}")

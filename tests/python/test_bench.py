@@ -89,7 +89,7 @@ def results(with_legacy: bool) -> dict:
             "requests_per_stage": 1000,
         },
         "hostile": {"ours": [row]},
-        "under_load": {"ours": {"normal": phase, "hostile": phase}},
+        "under_load": {"ours": {"normal": phase, "paced": phase, "flood": phase}},
         "startup_alone": {"ours": 4.0},
         "skipped": {} if with_legacy else {"legacy": "skipped: no uv", "stock": "skipped: no uv"},
         "grpc_errors": {},
