@@ -61,11 +61,12 @@ lint: venv
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
-# Serving latency/throughput (stock vs ours vs the in-process floor), time to first prediction and model
+# Serving latency/throughput (ours vs the previous MLServer runtime, KServe's server, the original recipe and the
+# in-process floor; REST and gRPC), hostile requests, image size and start-up, time to first prediction and model
 # quality, side by side in one run; writes bench/results/{latest.json,report.md,bench.png}.
 BENCH_ARGS ?=
 
-bench: venv ## benchmarks → bench/results/ (report.md, latest.json, bench.png); ~3 min
+bench: venv ## benchmarks → bench/results/ (report.md, latest.json, bench.png); ~5 min
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 -include mk/*.mk

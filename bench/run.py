@@ -1,15 +1,18 @@
 """`make bench`: serving latency/throughput (ours vs the previous runtime, KServe's own server, the original
-recipe and the in-process floor), time to first prediction, model quality. Writes bench/results/latest.json,
-report.md and bench.png.
+recipe and the in-process floor), gRPC next to REST, hostile requests (each alone, and mixed into a steady normal
+load), where a request's time goes between the floor and HTTP, the serving image's size, time to first prediction,
+model quality. Writes bench/results/latest.json, report.md and bench.png.
 
 The MLServer contenders (`stock`, `legacy`) need MLServer, which the project's venv no longer holds (its starlette
-pin conflicts with kserve's): they run under $HOUSING_BENCH_LEGACY_PYTHON, a venv with mlserver and
-mlserver-mlflow (bench/legacy_mlserver/__init__.py says how to make one), and are skipped, saying so in the
-report, without it.
+pin conflicts with kserve's): they run in a venv of their own, built once from the MLServer stand-in image's hashed
+lock into .local/bench/legacy-venv (bench/legacy_venv.py), or under $HOUSING_BENCH_LEGACY_PYTHON when that is set;
+when neither works they are skipped, the report saying why.
 
 Everything runs side by side in one run on this machine: all servers are up at the same time and measured in
 interleaved rounds, so a load change on this shared machine hits both alike. Servers listen on 127.0.0.1 only;
-every request loop is bounded by count.
+every request loop is bounded by count or time. This process never imports kserve or housing_mlops.server:
+tritonclient.grpc (bench/grpc_load.py) registers the same protobuf names, so the gRPC client and the in-process
+measurement (bench/inprocess.py) run as processes of their own.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ GOALS = {  # issue 13's targets (2 cores, client and server on the same machine)
     "batch_rows_per_s": 15_000.0,  # 100-row requests
     "time_to_first_prediction_s": 20.0,  # fresh and restart
     "speedup_vs_stock": 3.0,
+    "ours_over_floor": 3.0,  # issue 22's aim for single-row p50 over the in-process floor
     "rmse": 42_000.0,
     "train_s": 30.0,
 }
@@ -61,16 +65,23 @@ CONTENDERS = {
     "ours_kserve": "the same model and runtime in `kserve.ModelServer` as it comes (FastAPI REST; "
     "`python -m housing_mlops.server --stock`)",
 }
-# Contenders that need MLServer ($HOUSING_BENCH_LEGACY_PYTHON).
+# Contenders that need MLServer (bench/legacy_venv.py or $HOUSING_BENCH_LEGACY_PYTHON).
 MLSERVER = {"stock", "legacy"}
+# Contenders measured over gRPC (tritonclient.grpc) and with hostile requests: ours against today's runtime.
+GRPC = HOSTILE = ("ours", "legacy")
 LEGACY_PYTHON_ENV = "HOUSING_BENCH_LEGACY_PYTHON"
 
 
 def legacy_python() -> tuple[str | None, str]:
-    """(the interpreter that has MLServer, "") or (None, why the MLServer contenders are skipped)."""
+    """(the interpreter that has MLServer, "") or (None, why the MLServer contenders are skipped):
+    $HOUSING_BENCH_LEGACY_PYTHON when set, else the bench's own venv from the stand-in's lock (built once)."""
+    import legacy_venv
+
     python = os.environ.get(LEGACY_PYTHON_ENV, "")
     if not python:
-        return None, f"skipped: no MLServer in this venv and ${LEGACY_PYTHON_ENV} is not set"
+        log.info("MLServer venv: %s (from %s)", legacy_venv.VENV, legacy_venv.LOCK.relative_to(ROOT))
+        found, why = legacy_venv.ensure()
+        return (found, "") if found else (None, f"skipped: {why}")
     check = subprocess.run(
         [python, "-c", "import mlserver, mlserver_mlflow"], capture_output=True, check=False
     )
@@ -156,13 +167,16 @@ class Server:
     model_dir: Path
     env: dict[str, str]
     port: int
+    grpc_port: int = 0  # 0: not measured over gRPC
     proc: subprocess.Popen | None = None
     startup_s: float = 0.0
+    restarts: int = 0
+    last_startup_s: float = 0.0  # of the latest restart
 
     argv: list[str] = field(default_factory=list)
 
     def start(self) -> None:
-        logfile = (self.model_dir.parent / "server.log").open("wb")
+        logfile = (self.model_dir.parent / "server.log").open("ab")  # a restarted server's log follows
         self.started = time.perf_counter()
         argv = [*self.argv, str(self.model_dir)]
         self.proc = subprocess.Popen(
@@ -194,6 +208,21 @@ class Server:
             time.sleep(0.2)
         tail = (self.model_dir.parent / "server.log").read_text(errors="replace").splitlines()[-25:]
         log.error("%s: not ready (exit %s):\n%s", self.name, self.proc.poll(), "\n".join(tail))
+
+    def restart(self) -> bool:
+        """A new server process (the old one stopped); True once it is ready. startup_s stays the first's."""
+        first = self.startup_s
+        self.stop()
+        self.restarts += 1
+        log.info("%s: restarting", self.name)
+        self.start()
+        self.startup_s = 0.0
+        self.wait(120)
+        self.last_startup_s, self.startup_s = self.startup_s, first
+        return bool(self.last_startup_s)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -249,6 +278,8 @@ def make_servers(dirs: dict[str, Path], legacy: str | None) -> list[Server]:
                 "MLSERVER_LOAD_MODELS_AT_STARTUP": "true",
                 "MLSERVER_HOST": "127.0.0.1",
                 "MLSERVER_METRICS_DIR": str(model_dir.parent / ".metrics"),
+                # the pickled models' modules: housing_mlops.features (ours), the old runtime (legacy_mlserver)
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "hooks" / "src")]),
             }
             argv = [str(Path(legacy).with_name("mlserver")), "start"]
             if name == "legacy":
@@ -260,12 +291,11 @@ def make_servers(dirs: dict[str, Path], legacy: str | None) -> list[Server]:
                         "OMP_NUM_THREADS": "1",
                         "OPENBLAS_NUM_THREADS": "1",
                         "MKL_NUM_THREADS": "1",
-                        # the old package beside housing_mlops (whose features the pickled model needs)
-                        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT / "hooks" / "src")]),
                     }
                 )
                 argv = [legacy, "-m", "legacy_mlserver.server"]
-        servers.append(Server(name, model_dir, env, http, argv=argv))
+        measured_grpc = grpc if name in GRPC else 0
+        servers.append(Server(name, model_dir, env, http, measured_grpc, argv=argv))
     return servers
 
 
@@ -363,28 +393,39 @@ def floor(model, row: pd.DataFrame, batch: pd.DataFrame, n: int) -> tuple[dict, 
     return out, times
 
 
-def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: int, rounds: int) -> dict:
+def bench_serving(
+    dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: int, rounds: int, load_seconds: float
+) -> dict:
+    from housing_mlops.limits import Settings
     from housing_mlops.schema import CANONICAL_REQUEST, CANONICAL_ROW, NUMERIC_FEATURES, v2_request
 
     single = json.dumps(CANONICAL_REQUEST).encode()
     rows = x_test.dropna().head(100)
     batch_body = json.dumps(v2_request(rows.to_dict(orient="records"))).encode()
-    legacy, skipped = legacy_python()
+    legacy, reason = legacy_python()
+    skipped = {name: reason for name in MLSERVER if legacy is None}
     servers = make_servers(dirs, legacy)
     series: dict[str, dict[str, Series]] = {
-        s.name: {"c1": Series(), "c8": Series(), "batch": Series()} for s in servers
+        s.name: {"c1": Series(), "c8": Series(), "batch": Series(), "grpc": Series()} for s in servers
     }
+    out: dict = {"requests_per_series": n, "rounds": rounds, "batch_rows": len(rows)}
+    grpc_errors: dict[str, str] = {}
     try:
-        for server in servers:  # start both, then wait: start-up overlaps, as it would on a node
+        for server in servers:  # start all, then wait: start-up overlaps, as it would on a node
             server.start()
         waiting = [threading.Thread(target=server.wait) for server in servers]
         for t in waiting:
             t.start()
         for t in waiting:
             t.join()
-        for server in servers:
-            if not server.startup_s:
+        for server in list(servers):
+            if server.startup_s:
+                continue
+            if server.name not in MLSERVER:
                 raise RuntimeError(f"{server.name}: the server did not become ready (see bench/.work/)")
+            skipped[server.name] = f"skipped: did not become ready (bench/.work/{server.name}/server.log)"
+            server.stop()
+            servers.remove(server)
         for server in servers:  # warm-up, not measured
             load(server.port, single, 100, 1)
             load(server.port, batch_body, 10, 1)
@@ -394,19 +435,32 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
             order = servers if r % 2 == 0 else servers[::-1]
             for server in order:
                 series[server.name]["c1"].add(*load(server.port, single, n // rounds, 1))
+                if server.grpc_port:
+                    try:
+                        series[server.name]["grpc"].add(*grpc_load(server, n // rounds))
+                    except RuntimeError as exc:  # reported; the rest of the bench goes on
+                        log.error("%s", exc)
+                        grpc_errors[server.name] = str(exc)[:300]
+                        server.grpc_port = 0
                 series[server.name]["c8"].add(*load(server.port, single, n // rounds, 8))
                 series[server.name]["batch"].add(*load(server.port, batch_body, n_batch // rounds, 1))
         ours_server = next(server for server in servers if server.name == "ours")
-        big = bench_binary(ours_server.port, x_test)
+        out["binary"] = bench_binary(ours_server.port, x_test)
+        out["split"] = bench_split(ours_server, n)
+        limit = Settings(dirs["ours"]).max_body_bytes  # what ours refuses beyond (the chart's default too)
+        out["hostile"], out["under_load"], raw_load = bench_hostile(
+            [s for s in servers if s.name in HOSTILE], limit, load_seconds
+        )
     finally:
         for server in servers:
             server.stop()
+    out["startup_alone"] = startup_alone([s for s in servers if s.name in HOSTILE])
 
     row = pd.DataFrame([CANONICAL_ROW]).astype({c: "float64" for c in NUMERIC_FEATURES})
     floor_summary, floor_times = floor(ours_model, row, rows, n)
-    out: dict = {"requests_per_series": n, "rounds": rounds, "batch_rows": len(rows), "binary": big}
-    out["skipped"] = {name: skipped for name in MLSERVER if legacy is None}
-    raw: dict[str, list[float]] = {"floor.c1": floor_times}
+    out["skipped"] = skipped
+    out["grpc_errors"] = grpc_errors
+    raw: dict[str, list[float]] = {"floor.c1": floor_times, **raw_load}
     for server in servers:
         s = series[server.name]
         c1, c8, batch = s["c1"].summary(), s["c8"].summary(), s["batch"].summary(len(rows))
@@ -418,11 +472,101 @@ def bench_serving(dirs: dict[str, Path], ours_model, x_test: pd.DataFrame, n: in
             "startup_s": server.startup_s,
             "requests": c1["requests"] + c8["requests"] + batch["requests"],
         }
+        if s["grpc"].requests:
+            g = s["grpc"].summary()
+            out[server.name]["grpc"] = {
+                k: g[k] for k in ("requests", "p50_ms", "p95_ms", "p99_ms", "mean_ms")
+            }
         raw[f"{server.name}.c1"] = s["c1"].latencies
         raw[f"{server.name}.c8"] = s["c8"].latencies
     out["floor"] = floor_summary
     out["ratios"] = ratios(out)
     return out, raw
+
+
+def grpc_load(server: Server, count: int, warmup: int = 20) -> tuple[list[float], float]:
+    """``count`` single-row requests over gRPC with tritonclient, one at a time (bench/grpc_load.py: a process
+    of its own, see this module's docstring); (latencies, their sum)."""
+    from housing_mlops.schema import CANONICAL_ROW
+
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("grpc_load.py")), f"127.0.0.1:{server.grpc_port}",
+         MODEL_NAME, str(count), str(warmup)],
+        env={**os.environ, "HOUSING_BENCH_ROW": json.dumps(CANONICAL_ROW)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"{server.name}: gRPC client failed: {done.stderr[-2000:]}") from None
+    if "error" in result:
+        raise RuntimeError(f"{server.name}: gRPC: {result['error']}")
+    return result["latencies_s"], sum(result["latencies_s"])
+
+
+def bench_split(server: Server, n: int) -> dict:
+    """Where ours' single-row request time goes, floor → HTTP (bench/inprocess.py, in a process of its own with
+    the server's environment, against the running server for the HTTP stages)."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("inprocess.py")), str(server.model_dir), str(server.port),
+         str(n)],
+        env=server.env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        log.error("in-process split failed:\n%s", done.stderr[-3000:])
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+
+
+def bench_hostile(servers: list[Server], max_body_bytes: int, seconds: float) -> tuple[dict, dict, dict]:
+    """Each hostile case alone against each server (then a normal request; restarted when it stopped answering),
+    then a normal load with and without hostile requests mixed in. (table, under load, raw latencies)."""
+    import hostile
+
+    requests = hostile.cases(max_body_bytes)
+    table: dict[str, list[dict]] = {}
+    for server in servers:
+        log.info("hostile requests, each alone: %s", server.name)
+        table[server.name] = hostile.table(
+            server.port, lambda s=server: s.proc.pid, server.alive, server.restart, requests, timeout=60
+        )
+        for row in table[server.name]:
+            log.info("  %s", row)
+    mixed = [r for r in requests if r.name in ("gzip_bomb", "rows_200k", "oversize")]
+    under: dict[str, dict] = {}
+    raw: dict[str, list[float]] = {}
+    for server in servers:
+        if not server.alive() and not server.restart():
+            under[server.name] = {"error": "the server is down and did not restart"}
+            continue
+        under[server.name] = {}
+        for label, attackers, interval in LOAD_PHASES:
+            attackers = mixed if attackers else []
+            log.info("%s: c=4 normal load for %gs, %s", server.name, seconds, label)
+            summary, latencies = hostile.under_load(
+                server.port, server.proc.pid, attackers, seconds, interval
+            )
+            summary["up_after"] = server.alive() and hostile.normal(server.port).status == 200
+            under[server.name][label] = summary
+            raw[f"{server.name}.load_{label}"] = latencies
+            log.info("  %s", summary)
+            if not summary["up_after"]:
+                server.restart()
+    return table, under, raw
+
+
+# (label, hostile requests mixed in, at most one per kind every N s: 0 = back to back)
+LOAD_PHASES = [("normal", False, 0.0), ("paced", True, 0.5), ("flood", True, 0.0)]
+
+
+def startup_alone(servers: list[Server]) -> dict[str, float | None]:
+    """Process start → model ready for each server alone on the machine (the others stopped)."""
+    out: dict[str, float | None] = {}
+    for server in servers:
+        out[server.name] = server.last_startup_s if server.restart() else None
+        server.stop()
+    return out
 
 
 def ratios(out: dict) -> dict[str, float]:
@@ -578,6 +722,54 @@ def bench_demo(timeout: float) -> dict:
         shutil.rmtree(state, ignore_errors=True)
 
 
+# --- images ------------------------------------------------------------------------------------------------
+
+# name -> (image, what in the repository it is built from)
+IMAGES = {
+    "ours": ("housing-mlops/serving:0.1.0", ["images/serving", "images/common", "hooks"]),
+    "legacy": ("docker.io/seldonio/mlserver:1.7.1", ["images/mlserver-standin", "images/common"]),
+}
+
+
+def image_sizes() -> dict[str, dict]:
+    """The serving images' sizes as Docker reports them, with the revision each was built from and whether what
+    it is built from changed since (a stale image is reported as such, not as today's)."""
+    out: dict[str, dict] = {}
+    for name, (ref, sources) in IMAGES.items():
+        try:
+            done = subprocess.run(
+                ["docker", "image", "inspect", ref, "--format",
+                 '{{.Size}}|{{.Created}}|{{index .Config.Labels "org.opencontainers.image.revision"}}|'
+                 '{{index .Config.Labels "org.opencontainers.image.title"}}'],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out[name] = {"image": ref, "error": f"docker did not answer ({exc.__class__.__name__})"}
+            continue
+        if done.returncode != 0:
+            why = "not built" if "No such image" in done.stderr else done.stderr.strip()[:200]
+            out[name] = {"image": ref, "error": why or "not built"}
+            continue
+        size, created, revision, title = done.stdout.strip().split("|")
+        current = None
+        if revision and revision != "unknown":
+            diff = subprocess.run(
+                ["git", "-C", str(ROOT), "diff", "--quiet", revision, "HEAD", "--", *sources],
+                capture_output=True,
+                check=False,
+            )
+            current = {0: True, 1: False}.get(diff.returncode)
+        out[name] = {
+            "image": ref,
+            "size_mb": round(int(size) / 1e6),
+            "created": created[:19],
+            "revision": revision[:12],
+            "title": title,
+            "current": current,
+        }
+    return out
+
+
 # --- report ------------------------------------------------------------------------------------------------
 
 
@@ -602,7 +794,7 @@ def plot(raw: dict[str, list[float]], results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.8))
     colors = {
         "stock": "tab:red",
         "ours": "tab:green",
@@ -650,9 +842,29 @@ def plot(raw: dict[str, list[float]], results: dict, path: Path) -> None:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     else:
         ax.set_title("make demo: not measured")
+    ax = axes[3]
+    styles = {"load_normal": "-", "load_paced": "--", "load_flood": ":"}
+    for key, values in raw.items():
+        name, kind = key.split(".")
+        if kind not in styles or not values:
+            continue
+        ms = np.sort(np.asarray(values) * 1000)
+        label = f"{name}, {kind[5:]} (p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms)"
+        ax.plot(ms, np.linspace(0, 1, len(ms)), ls=styles[kind], label=label, color=colors[name])
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("single-row, 4 clients: alone / hostile paced / hostile flood")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"housing-mlops bench {results['machine']['date']} (load {results['machine']['loadavg']})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def cell(text: object) -> str:
+    """Free text in a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def mark(ok: bool | None) -> str:
@@ -731,6 +943,12 @@ def report(results: dict) -> str:
             "≤ 20 s",
             None if rttfp is None else rttfp <= GOALS["time_to_first_prediction_s"],
         ),
+        (
+            "ours/floor p50, c=1 (issue 22's aim)",
+            f"{r['ours_over_floor_p50']}×",
+            "≤ 3×",
+            r["ours_over_floor_p50"] <= GOALS["ours_over_floor"],
+        ),
         ("test RMSE", f"{m['ours']['rmse']:,.0f}", "≤ 42,000", m["ours"]["rmse"] <= GOALS["rmse"]),
         ("training", f"{m['ours']['train_s']:.1f} s", "≤ 30 s", m["ours"]["train_s"] <= GOALS["train_s"]),
     ]
@@ -765,20 +983,21 @@ def report(results: dict) -> str:
         + "; ".join(f"**{name}** = {what}" for name, what in CONTENDERS.items())
         + "; **floor** = in-process `predict` of our model on NumPy columns, one thread.",
         "",
-        "| | p50 ms | p95 ms | p99 ms | c=8 p50 ms | c=8 p99 ms | c=8 req/s | batch rows/s | start-up s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| | p50 ms | p95 ms | p99 ms | gRPC p50 ms | c=8 p50 ms | c=8 p99 ms | c=8 req/s | batch rows/s | start-up s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in CONTENDERS:
         if name not in s:
-            lines.append(f"| {name} | {s['skipped'].get(name, 'not run')} | | | | | | | |")
+            lines.append(f"| {name} | {s['skipped'].get(name, 'not run')} | | | | | | | | |")
             continue
         x = s[name]
+        grpc = f"{x['grpc']['p50_ms']:.2f}" if "grpc" in x else ""
         lines.append(
-            f"| {name} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['c8']['p50_ms']:.2f} | "
+            f"| {name} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {grpc} | {x['c8']['p50_ms']:.2f} | "
             f"{x['c8']['p99_ms']:.2f} | {x['c8']['throughput_rps']:.0f} | {x['batch_rows_per_s']:,.0f} | {x['startup_s']} |"
         )
     lines.append(
-        f"| floor | {fl['p50_ms']:.3f} | {fl['p95_ms']:.3f} | {fl['p99_ms']:.3f} | | | | {fl['batch_rows_per_s']:,.0f} | |"
+        f"| floor | {fl['p50_ms']:.3f} | {fl['p95_ms']:.3f} | {fl['p99_ms']:.3f} | | | | | {fl['batch_rows_per_s']:,.0f} | |"
     )
     lines += [
         "",
@@ -799,6 +1018,11 @@ def report(results: dict) -> str:
         "",
         f"JSON / binary: {s['binary']['json_over_binary_in_out_p50']}× (the same prices, checked).",
         "",
+        *grpc_section(s),
+        *split_section(s),
+        *image_section(results.get("images", {}), s),
+        *hostile_section(s),
+        *load_section(s),
         "## Time to first prediction (`make demo` from stopped services)",
         "",
         "Fresh = a new state folder (initdb, MLflow creates its schema: a clone's first `make demo`); "
@@ -833,6 +1057,191 @@ def report(results: dict) -> str:
         *cluster_section(results.get("cluster")),
     ]
     return "\n".join(lines)
+
+
+def grpc_section(s: dict) -> list[str]:
+    rows = [(name, s[name]) for name in GRPC if name in s and "grpc" in s[name]]
+    errors = [f"{name}: {why}" for name, why in s.get("grpc_errors", {}).items()]
+    if not rows and not errors:
+        return []
+    return [
+        "## gRPC next to REST (single row, c=1)",
+        "",
+        "tritonclient.grpc with its defaults (raw_input_contents), one request at a time on one channel, after "
+        "warm-up, in the same interleaved rounds as REST (a process of its own: bench/grpc_load.py).",
+        "",
+        "| | REST p50 ms | gRPC p50 ms | gRPC p95 ms | gRPC p99 ms | gRPC / REST p50 |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[
+            f"| {name} | {x['p50_ms']:.2f} | {x['grpc']['p50_ms']:.2f} | {x['grpc']['p95_ms']:.2f} | "
+            f"{x['grpc']['p99_ms']:.2f} | {x['grpc']['p50_ms'] / x['p50_ms']:.2f}× |"
+            for name, x in rows
+        ],
+        *[f"| {error} | | | | | |" for error in errors],
+        "",
+    ]
+
+
+SPLIT = [  # stage, what it adds
+    ("predict", "the model's `predict` on NumPy columns (the floor)"),
+    ("checks", "the V2 inputs checked and converted to columns"),
+    ("parse_encode", "JSON parsed, metrics, answer encoded (`infer_rest`)"),
+    ("asgi", "our ASGI app: routing, body read, errors (fake scope/receive/send, work inline)"),
+    ("thread_hop", "the hop to an inference thread and back (the app as served)"),
+    ("http", "HTTP/1.1 on loopback: uvicorn + httptools, the event loop, the client"),
+]
+
+
+def split_section(s: dict) -> list[str]:
+    split = s.get("split", {})
+    if "http" not in split:
+        return ["## From the floor to HTTP", "", f"Not measured: {split.get('error', 'no result')}.", ""]
+    lines = [
+        "## From the floor to HTTP (ours, single row, c=1)",
+        "",
+        f"Where the time between the floor and an HTTP answer goes: each stage adds one layer to the one above it "
+        f"(bench/inprocess.py: {split['requests_per_stage']} requests per stage in interleaved rounds, the app "
+        "called in-process with a fake ASGI scope, no sockets; the HTTP stages against the running server). "
+        "Differences of p50s, so roughly.",
+        "",
+        "| stage | adds | p50 ms | layer ms | share of HTTP p50 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    previous = 0.0
+    for key, what in SPLIT:
+        layer = split[key] - previous
+        lines.append(
+            f"| {key} | {what} | {split[key]:.3f} | {layer:+.3f} | {100 * layer / split['http']:.0f}% |"
+        )
+        previous = split[key]
+    floor_ratio = split["http"] / split["predict"]
+    app = split["thread_hop"] - split["predict"]
+    wire = split["http"] - split["thread_hop"]
+    lines += [
+        "",
+        f"Over the same connection, the same POST to a model this server does not serve (a 404 before the body "
+        f"is read: HTTP, uvicorn and the client, no work) takes {split.get('http_post_404', float('nan')):.3f} ms; "
+        f"served, the work costs {split['http'] - split.get('http_post_404', float('nan')):.3f} ms in the real "
+        f"server against {split['thread_hop']:.3f} ms in-process (the difference: the event loop shared with the "
+        "sockets, and wake-ups across two processes on 2 cores).",
+        "",
+        f"HTTP / floor: {floor_ratio:.1f}× in this measurement (the serving table's {s['ratios']['ours_over_floor_p50']}× "
+        f"uses the bench's own floor loop). Between them: {app:.3f} ms in our code around `predict` (checks, parse, "
+        f"encode, app, thread hop) and {wire:.3f} ms of HTTP; a `GET /v2/health/live` round trip on the same "
+        f"connection, with nothing to compute, takes {split['http_live']:.3f} ms: the floor of any HTTP request "
+        "here (uvicorn's protocol and event-loop wake-ups, loopback syscalls, and the Python client's own "
+        "request building and parsing, measured with it). The bench's client (http.client) writes a POST's "
+        "headers and body in two `send`s, so the server reads it in two steps; the same request written in one "
+        f"takes {split.get('http_one_write', float('nan')):.3f} ms.",
+        "",
+    ]
+    return lines
+
+
+def image_section(images: dict, s: dict) -> list[str]:
+    lines = [
+        "## Serving image and predictor start-up",
+        "",
+        "| | image | size | built | start-up s (all servers at once) | start-up s (alone) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    alone = s.get("startup_alone", {})
+    for contender in ("ours", "legacy"):
+        image = images.get(contender, {})
+        if "size_mb" in image:
+            stale = {True: "current", False: "**stale**: its sources changed since", None: "revision unknown"}
+            built = f"{image['created']} from {image['revision']} ({stale[image['current']]})"
+            size = f"{image['size_mb']} MB"
+        else:
+            built, size = "", image.get("error", "not built")
+        start = s.get(contender, {}).get("startup_s", "")
+        lines.append(
+            f"| {contender} | `{image.get('image', '')}` | {size} | {built} | {start} | {alone.get(contender, '')} |"
+        )
+    lines += [
+        "",
+        "Sizes as `docker image inspect` reports them (uncompressed). For `legacy` the image is the test-only "
+        "MLServer stand-in (MLServer + mlserver-mlflow 1.7.1, images/mlserver-standin), what KServe's MLflow "
+        "runtime runs; the previous serving image was MLServer + our runtime on the same base. Start-up = "
+        "process start → the model's V2 `ready` answers 200, on this machine: first with all the bench's servers "
+        "starting at once on 2 cores, then each alone.",
+        "",
+    ]
+    return lines
+
+
+def hostile_section(s: dict) -> list[str]:
+    table = s.get("hostile", {})
+    if not table:
+        return []
+    lines = [
+        "## Hostile requests, each alone",
+        "",
+        "Each case sent alone on a new connection (read while written), then a normal single-row request; "
+        "memory = the server process tree's VmRSS sampled every 20 ms and its VmHWM (reset before each case), "
+        "growth over the RSS just before. A server that stopped answering normally was restarted before the next "
+        "case. Cases as in tests/python/test_limits.py; ours runs the default limits (the chart's).",
+        "",
+    ]
+    for name, rows in table.items():
+        lines += [
+            f"**{name}**",
+            "",
+            "| case | answer | s | peak RSS growth MB | next request | next ms | up | answer text |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in rows:
+            up = (
+                "yes"
+                if row["up"] and row["next_status"] == 200
+                else ("process up, **model not answering**" if row["up"] else "**died**")
+            )
+            if row["restarted"]:
+                up += " (restarted)"
+            lines.append(
+                f"| {cell(row['what'])} | {row['status']} | {row['seconds']} | {row['rss_growth_mb']:+.0f} | "
+                f"{row['next_status']} | {row['next_ms']} | {up} | {cell(row['answer'])} |"
+            )
+        lines.append("")
+    return lines
+
+
+def load_section(s: dict) -> list[str]:
+    under = s.get("under_load", {})
+    if not under:
+        return []
+    seconds = next((x["normal"]["seconds"] for x in under.values() if "normal" in x), "?")
+    lines = [
+        "## Hostile and normal load at once",
+        "",
+        f"4 clients send single-row requests (keep-alive) for {seconds} s: alone (normal), then while one thread "
+        "per hostile kind (gzip bomb, 200,000 rows, oversize body) sends it again and again: at most one per kind "
+        "every 0.5 s (paced: both servers get about the same attack when they answer it within 0.5 s), or the "
+        "next as soon as the previous one is answered (flood: a server that refuses fast gets more). Latency of "
+        "the normal requests answered 200; failed = anything else (timeouts at 60 s). The clients, the attackers "
+        "and the server share the 2 cores. RSS after = at the end of the phase (what stays).",
+        "",
+        "| | load | normal ok | failed | p50 ms | p99 ms | max ms | req/s | peak RSS MB (growth) | RSS after MB "
+        "| hostile sent (answers) | up after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, phases in under.items():
+        if "error" in phases:
+            lines.append(f"| {name} | {phases['error']} | | | | | | | | | | |")
+            continue
+        for label, x in phases.items():
+            sent = "; ".join(
+                f"{k} {v['sent']} ({', '.join(f'{a}×{c}' for a, c in v['answers'].items())})"
+                for k, v in x["hostile"].items()
+            )
+            fails = ", ".join(f"{k}×{v}" for k, v in x["failures"].items())
+            lines.append(
+                f"| {name} | {label} | {x['ok']} | {x['failed']}{f' ({fails})' if fails else ''} | {x['p50_ms']} | "
+                f"{x['p99_ms']} | {x['max_ms']} | {x['throughput_rps']} | {x['peak_rss_mb']:.0f} "
+                f"({x['rss_growth_mb']:+.0f}) | {x.get('rss_after_mb', 0):.0f} | {sent or '-'} | {mark(x['up_after'])} |"
+            )
+    lines.append("")
+    return lines
 
 
 E2E_TIMINGS = Path(__file__).resolve().parents[1] / ".local" / "e2e" / "timings.json"
@@ -874,6 +1283,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=4, help="interleaved rounds the requests are split into"
     )
+    parser.add_argument(
+        "--load-seconds", type=float, default=15, help="each normal load, with and without hostile requests"
+    )
     parser.add_argument("--skip-demo", action="store_true", help="do not measure time to first prediction")
     parser.add_argument("--demo-timeout", type=float, default=420)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -888,7 +1300,7 @@ def main() -> None:
     work = Path(__file__).parent / ".work"  # models and server logs of the last run (gitignored)
     shutil.rmtree(work, ignore_errors=True)
     model_metrics, dirs, ours_model, x_test = build_models(frame, work)
-    serving, raw = bench_serving(dirs, ours_model, x_test, args.requests, args.rounds)
+    serving, raw = bench_serving(dirs, ours_model, x_test, args.requests, args.rounds, args.load_seconds)
     # `make bench` must end within 15 min: the demo gets what is left of 14.
     left = 14 * 60 - (time.perf_counter() - started)
     if args.skip_demo:
@@ -898,6 +1310,7 @@ def main() -> None:
     else:
         demo = bench_demo(min(args.demo_timeout, left))
     results = {
+        "images": image_sizes(),
         "load_before": load_before,
         "machine": machine(),
         "serving": serving,
