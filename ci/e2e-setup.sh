@@ -96,7 +96,7 @@ JOBS_IMAGE=housing-mlops/jobs:$VERSION
 SERVING_IMAGE=housing-mlops/serving:$VERSION
 TEST_SERVICES_IMAGE=housing-mlops/test-services:$VERSION # the S3 store (local) and the e2e's probe pods
 PG_STANDIN=housing-mlops/postgres-standin:15              # values/local.yaml
-MLSERVER_STANDIN=docker.io/seldonio/mlserver:1.7.1   # images/build.sh STANDIN_IMAGE; KServe's kserve-mlserver runtime (ci/cluster/kserve.sh)
+MLSERVER_STANDIN=housing-mlops/mlserver-standin:1.7.1 # KServe's kserve-mlserver runtime runs it (ci/cluster/kserve.sh)
 LOCAL_BASE_IMAGE=${LOCAL_BASE_IMAGE:-housing-mlops/base:bookworm-py3.11}
 
 say() { printf '==> e2e-setup: %s\n' "$*"; }
@@ -214,7 +214,7 @@ if [[ $PROVIDER == local ]]; then
 
   step images "build $MLFLOW_IMAGE, $JOBS_IMAGE, $SERVING_IMAGE, $TEST_SERVICES_IMAGE, the PostgreSQL and MLServer stand-ins"
   run timeout 60m make images
-  run timeout 30m images/build.sh test-services mlserver-standin
+  run timeout 30m env STANDIN_IMAGE="$MLSERVER_STANDIN" images/build.sh test-services mlserver-standin
   run timeout 30m docker build -q -t "$PG_STANDIN" --build-arg "BASE_IMAGE=$LOCAL_BASE_IMAGE" ci/cluster/standins/postgres
 
   step publish "the chart and images to a loopback OCI registry, cosign-signed (ci/publish.sh)"
@@ -288,7 +288,7 @@ else
   # KServe's own runtimes (the chart's inference.runtime=kserve-mlserver uses kserve-mlserver), its image as
   # KServe v0.20.0's config/runtimes names it (the chart's default tag is older); kind pulls the real one
   run helm install kserve-runtime-configs "$KSERVE_RUNTIMES_CHART" --version "$KSERVE_VERSION" --namespace kserve \
-    --set kserve.servingruntime.enabled=true --set kserve.servingruntime.mlserver.tag="${MLSERVER_STANDIN##*:}" \
+    --set kserve.servingruntime.enabled=true --set kserve.servingruntime.mlserver.tag=1.7.1 \
     --wait --timeout "$T_INFRA"
 
   step s3 "the in-cluster S3-compatible store (ci/kind/s3.yaml: moto, pinned)"

@@ -32,7 +32,10 @@ CHART_VALUES=(
   kserve.localmodel.enabled=false
 )
 WAIT=${KSERVE_WAIT:-300s}
-MLSERVER_IMAGE=${MLSERVER_IMAGE:-docker.io/seldonio/mlserver:1.7.1} # images/build.sh's STANDIN_IMAGE
+# KServe v0.20.0's config/runtimes names docker.io/seldonio/mlserver:1.7.1, which no registry serves here: the
+# runtime runs the test-only stand-in of that image (images/mlserver-standin) under our own name, which the kubelet
+# takes as preloaded (measured: under the docker.io/seldonio name it tried to pull it, ErrImagePull).
+MLSERVER_IMAGE=${MLSERVER_IMAGE:-docker.io/housing-mlops/mlserver-standin:1.7.1}
 log() { printf 'kserve: %s\n' "$*"; }
 
 t0=$SECONDS
@@ -97,9 +100,9 @@ EOF
   sleep 1
 done
 # KServe's own kserve-mlserver ClusterServingRuntime (the chart's `inference.runtime: kserve-mlserver`), from the
-# module's kserve-runtime-configs chart, the one runtime of it; its image is the version KServe v0.20.0's
-# config/runtimes names (the chart's default tag is older). No registry serves it here: the e2e imports a
-# test-only stand-in under that name (images/mlserver-standin). Applied once the webhooks answer.
+# module's kserve-runtime-configs chart, the one runtime of it, its image set to MLSERVER_IMAGE (the stand-in of
+# MLServer 1.7.1, the version KServe v0.20.0's config/runtimes names; the chart's default tag is older). Applied
+# once the webhooks answer.
 log "kserve-mlserver ClusterServingRuntime (charts/kserve-runtime-configs, $MLSERVER_IMAGE)"
 helm template kserve-runtimes "$module/charts/kserve-runtime-configs" --set kserve.servingruntime.enabled=true \
   --set kserve.servingruntime.mlserver.image="${MLSERVER_IMAGE%:*}" \

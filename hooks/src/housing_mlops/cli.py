@@ -562,6 +562,12 @@ def fetch_model(
 )
 @click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", default="", help="For --expect-alias.")
 @click.option(
+    "--binary/--no-binary",
+    envvar="HOUSING_INFER_BINARY",
+    default=True,
+    help="Also send the request as binary tensors (off for a server without the binary extension, e.g. MLServer).",
+)
+@click.option(
     "--grpc",
     "grpc_address",
     envvar="HOUSING_GRPC_ADDRESS",
@@ -569,7 +575,16 @@ def fetch_model(
     help="Also send it over V2 gRPC to HOST:PORT; fail unless the price and version equal the REST answer's.",
 )
 def infer(
-    url, model_name, min_price, max_price, timeout, wait_timeout, expect_alias, tracking_uri, grpc_address
+    url,
+    model_name,
+    min_price,
+    max_price,
+    timeout,
+    wait_timeout,
+    expect_alias,
+    tracking_uri,
+    binary,
+    grpc_address,
 ) -> None:
     """Send the canonical V2 request (JSON, then binary tensors); fail unless both answer the same sane price
     (from the alias's version)."""
@@ -583,10 +598,11 @@ def infer(
     price, body = run(url, model_name, min_price, max_price, timeout)
     click.echo(pretty(body))
     click.echo(f"price: {price:,.0f}")
-    binary_price = infer_binary(url, model_name, timeout)
-    if binary_price != price:
-        raise HousingError(f"the binary tensor request answered {binary_price!r}, JSON {price!r}")
-    click.echo("binary tensors (request and answer): the same price")
+    if binary:
+        binary_price = infer_binary(url, model_name, timeout)
+        if binary_price != price:
+            raise HousingError(f"the binary tensor request answered {binary_price!r}, JSON {price!r}")
+        click.echo("binary tensors (request and answer): the same price")
     if grpc_address:
         grpc_price, grpc_version = infer_grpc(grpc_address, model_name, timeout)
         if (grpc_price, grpc_version) != (price, body.get("model_version")):
