@@ -1,6 +1,7 @@
 """Today's runtime until issue 22, kept as bench/'s "legacy" contender: MLServer 1.7 + mlserver-mlflow with our
-V2 REST fast path (server.py), runtime (runtime.py) and binary tensor codec (binary.py), as they were in
-housing_mlops before the move to the KServe SDK. Standalone: it imports nothing of housing_mlops.
+V2 REST fast path (server.py) and runtime (runtime.py) as they were in housing_mlops before the move to the
+KServe SDK; the binary tensor codec is still housing_mlops.binary (unchanged, pure numpy/orjson), imported from
+hooks/src on its PYTHONPATH.
 
 It needs its own venv (mlserver pins starlette<0.47, which conflicts with kserve's starlette>=1.3.1): bench/run.py
 builds one once, from the test-only MLServer stand-in image's hashed lock, into .local/bench/legacy-venv

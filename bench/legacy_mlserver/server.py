@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 import orjson
+from housing_mlops import binary  # the same V2 binary extension as ours (hooks/src is on its PYTHONPATH)
 from mlserver import MLServer
 from mlserver.cli.serve import load_settings
 from mlserver.errors import MLServerError
@@ -32,8 +33,6 @@ from mlserver.types import InferenceRequest
 from mlserver.utils import extract_headers, insert_headers, install_uvloop_event_loop
 from pydantic import ValidationError
 from starlette.middleware import Middleware
-
-from . import binary
 
 log = logging.getLogger(__name__)
 
