@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import GateRejected, HousingError
+from .limits import Settings as ServeSettings  # the serve options' defaults (no heavy imports)
 
 log = logging.getLogger("housing_mlops")
 
@@ -723,7 +724,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
     "--max-body-bytes",
     envvar="HOUSING_SERVE_MAX_BODY_BYTES",
     type=click.IntRange(min=1),
-    default=32 * 1024 * 1024,
+    default=ServeSettings.max_body_bytes,
     show_default=True,
     help="Largest request body (a gzip body: inflated) and gRPC message; larger: 413 / RESOURCE_EXHAUSTED.",
 )
@@ -731,7 +732,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
     "--max-rows",
     envvar="HOUSING_SERVE_MAX_ROWS",
     type=click.IntRange(min=1),
-    default=250_000,
+    default=ServeSettings.max_rows,
     show_default=True,
     help="Most rows in one request; more: 413 / INVALID_ARGUMENT.",
 )
@@ -739,7 +740,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
     "--max-elements",
     envvar="HOUSING_SERVE_MAX_ELEMENTS",
     type=click.IntRange(min=1),
-    default=2_500_000,
+    default=ServeSettings.max_elements,
     show_default=True,
     help="Most values over all inputs of one request.",
 )
@@ -748,7 +749,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
     "timeout_seconds",
     envvar="HOUSING_SERVE_TIMEOUT_SECONDS",
     type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
+    default=ServeSettings.timeout_seconds,
     show_default=True,
     help="Seconds a request may wait for its answer; longer: 504 / DEADLINE_EXCEEDED.",
 )
@@ -756,7 +757,7 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
     "--workers",
     envvar="HOUSING_SERVE_WORKERS",
     type=click.IntRange(min=1),
-    default=4,
+    default=ServeSettings.workers,
     show_default=True,
     help="Inference threads (requests are parsed and predicted off the event loop).",
 )
@@ -770,10 +771,9 @@ def data_push(path, repo, dvc_remote_url, no_synthetic, target) -> None:
 def serve(model_dir, model_name, host, http_port, grpc_port, metrics_port, max_body_bytes, max_rows,
           max_elements, timeout_seconds, workers, load_later) -> None:  # fmt: skip
     """Run the V2 model server on MODEL_DIR as KServe's ServingRuntime does (foreground)."""
-    from .limits import Settings
     from .serve import argv, serving_env
 
-    settings = Settings(
+    settings = ServeSettings(
         model_dir=model_dir, model_name=model_name, host=host, http_port=http_port, grpc_port=grpc_port,
         metrics_port=metrics_port, max_body_bytes=max_body_bytes, max_rows=max_rows, max_elements=max_elements,
         timeout_seconds=timeout_seconds, workers=workers, load_later=load_later,
