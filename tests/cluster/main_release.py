@@ -364,9 +364,9 @@ def timed_out_upgrade(
 ) -> TimedOut:
     """`helm upgrade` with a slow (or never scheduled) training of a new identity and a --timeout it cannot meet;
     then wait for that training to finish (the late outcome) and observe that nothing it did was applied."""
-    args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", training)
-            for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
-    outcome = d.release.upgrade(*args, "--set", f"training.retrainNonce={nonce}", *flags, timeout=timeout)
+    outcome = d.release.upgrade(
+        *upgrade_overlays(training), "--set", f"training.retrainNonce={nonce}", *flags, timeout=timeout
+    )
     assert not outcome.ok, f"helm upgrade --timeout {timeout} was meant to time out: {outcome.stdout[-500:]}"
     failed = max((r for r in d.release.history() if r.status == "failed"), key=lambda r: r.revision)
     hook = d.release.hook_job(failed.revision, "post-upgrade")
@@ -491,9 +491,9 @@ def uninstalled(
     with phase("uninstall"):
         # the release's last good values (rolled_back_to_gone restored them) plus a slow new training only, so that
         # Helm's --wait finds every resource Ready at once and the 10 s run out while the hook waits for the training
-        args = [a for o in ("schedule.yaml", "replicas.yaml", "upgrade-unchanged.yaml", "upgrade-slow.yaml")
-                for a in ("-f", str(OVERLAYS / o))]  # fmt: skip
-        late = main.release.upgrade(*args, "--set", "training.retrainNonce=uninstall", timeout="10s")
+        late = main.release.upgrade(
+            *upgrade_overlays("upgrade-slow.yaml"), "--set", "training.retrainNonce=uninstall", timeout="10s"
+        )
         assert not late.ok
         revision = main.release.last_revision().revision
         running_hook = main.release.hook_job(revision, "post-upgrade")
